@@ -1,0 +1,206 @@
+"""``orchestrator``: validate, run, inspect and browse fine-tuning sweeps.
+
+Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from search_spaces import objectives as M
+
+app = typer.Typer(
+    help="Fine-tuning sweeps on Ray (Train + Tune + Optuna), recorded in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_WORKDIR = Path("work")
+Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Where runs, checkpoints and mlflow.db live.")]
+
+
+class BadInput(Exception):
+    """Raised for exit code 2; each line names a field and the fix."""
+
+
+def _bad(lines: list[str] | str) -> typer.Exit:
+    for line in [lines] if isinstance(lines, str) else lines:
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _load(spec: Path, overrides: list[str], workdir: Path):
+    from orchestrator.resolve import resolve_sweep
+    from orchestrator.spec import SpecError, load_spec
+
+    try:
+        sweep = load_spec(spec, overrides)
+        return resolve_sweep(sweep, spec, workdir)
+    except SpecError as exc:
+        raise _bad(exc.lines) from None
+
+
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="Sweep file (YAML).")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override KEY=VALUE (dotted), repeatable.")] = [],  # noqa: B006
+) -> None:
+    """Check a sweep file, its data, model and templates; report every mistake. Starts nothing."""
+    r = _load(spec, set_, DEFAULT_WORKDIR)
+    s = r.spec
+    out.print(f"[green]ok[/green] {spec}: sweep '{s.name}', model {s.model} ({r.num_layers} layers)")
+    out.print(
+        f"   data: {len(r.data.train)} train / {len(r.data.validation)} validation rows, "
+        f"labels {', '.join(r.data.label_names)} (majority rate {r.data.majority_rate():.3f})"
+    )
+    for key, domain in r.space.items():
+        out.print(f"   search {key}: {domain.model_dump(exclude={'type'})} ({domain.type})")
+    out.print(f"   {s.search.num_trials} trials, metric {s.search.metric} ({s.search.mode}), scheduler {s.search.scheduler.type}")
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="Sweep file (YAML).")],
+    workdir: Workdir = DEFAULT_WORKDIR,
+    set_: Annotated[list[str], typer.Option("--set", help="Override KEY=VALUE (dotted), repeatable.")] = [],  # noqa: B006
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray worker logs.")] = False,
+) -> None:
+    """Run the sweep (or resume it if this work directory already holds it) and print the leaderboard."""
+    from orchestrator.runner import run_sweep
+    from orchestrator.spec import SpecError
+
+    r = _load(spec, set_, workdir)
+    r.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        board = run_sweep(r, out, verbose=verbose)
+    except SpecError as exc:
+        raise _bad(exc.lines) from None
+    if not board:
+        err.print("[red]no trial reported a result[/red]; re-run with --verbose to see worker logs")
+        raise typer.Exit(1)
+    _print_board(board, r.spec.search.metric, list(r.space))
+    best = board[0]
+    out.print(
+        f"\n[bold]best[/bold] trial {best.trial_id} epoch {best.epoch}: "
+        f"{r.spec.search.metric}={best.metrics[r.spec.search.metric]:.4f} "
+        f"(majority-class rate {r.data.majority_rate():.4f})"
+    )
+    out.print(f"[bold]checkpoint[/bold] {best.checkpoint}")
+    wd = "" if r.workdir == DEFAULT_WORKDIR.resolve() else f" --workdir {workdir}"
+    out.print(f"next: orchestrator best{wd} --sweep {r.spec.name} --json   |   orchestrator ui{wd}")
+
+
+def _print_board(board: list[Any], metric: str, searched: list[str], top: int | None = None) -> None:
+    table = Table(title="leaderboard (best epoch of each trial)")
+    for col in ["#", "trial", "epoch", metric, "eval_loss", *searched, "outcome"]:
+        table.add_column(col)
+    for i, c in enumerate(board[:top] if top else board, 1):
+        params = [c.params.get(k, "") for k in searched]
+        params = [f"{float(p):.3g}" if k == "learning_rate" else p for k, p in zip(searched, params, strict=True)]
+        table.add_row(
+            str(i),
+            c.trial_id,
+            str(c.epoch),
+            f"{c.metrics[metric]:.4f}",
+            f"{c.metrics.get(M.EVAL_LOSS, float('nan')):.4f}",
+            *params,
+            c.outcome or c.status.lower(),
+        )
+    out.print(table)
+
+
+def _tracking_uri(workdir: Path | None, tracking_uri: str | None) -> str:
+    if tracking_uri:
+        return tracking_uri
+    db = (workdir or DEFAULT_WORKDIR).resolve() / "mlflow.db"
+    if not db.exists():
+        raise _bad(f"--workdir: no mlflow.db in {db.parent}; run a sweep there first or pass --tracking-uri")
+    return f"sqlite:///{db}"
+
+
+@app.command()
+def best(
+    sweep: Annotated[str, typer.Option("--sweep", "-s", help="Sweep name (= MLflow experiment).")],
+    workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Work directory of the sweep.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows of the leaderboard to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the best checkpoint).")] = False,
+) -> None:
+    """Show the best checkpoint of a sweep (over every recorded epoch of every trial)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.selection import SelectionError, best_per_trial, candidates, find_sweep_run
+
+    client = MlflowClient(_tracking_uri(workdir, tracking_uri))
+    try:
+        sweep_run = find_sweep_run(client, sweep)
+        ranked = candidates(client, sweep_run)
+    except SelectionError as exc:
+        raise _bad(str(exc)) from None
+    selectable = [c for c in ranked if c.checkpoint]
+    if not selectable:
+        raise _bad(f"--sweep {sweep}: no trial holds a checkpoint yet; run or resume the sweep")
+    choice = selectable[0]
+    metric = sweep_run.data.params.get("metric", M.EVAL_ACCURACY)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "sweep": sweep,
+                    "trial_id": choice.trial_id,
+                    "epoch": choice.epoch,
+                    "metric": metric,
+                    "mode": sweep_run.data.params.get("mode"),
+                    "value": choice.metrics[metric],
+                    "metrics": choice.metrics,
+                    "params": choice.params,
+                    "checkpoint": choice.checkpoint,
+                    "mlflow_run_id": choice.run_id,
+                    "sweep_run_id": sweep_run.info.run_id,
+                }
+            )
+        )
+        return
+    searched = [k.removeprefix("space.") for k in sweep_run.data.params if k.startswith("space.")]
+    _print_board(best_per_trial(ranked), metric, sorted(searched), top=top)
+    out.print(f"[bold]best[/bold] trial {choice.trial_id} epoch {choice.epoch}: {metric}={choice.metrics[metric]:.4f}")
+    out.print(f"[bold]checkpoint[/bold] {choice.checkpoint}")
+
+
+@app.command()
+def ui(
+    workdir: Workdir = DEFAULT_WORKDIR,
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Bind address; keep 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+) -> None:
+    """Open the MLflow UI over the work directory's tracking store (http://127.0.0.1:5000)."""
+    uri = _tracking_uri(workdir, None)
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    artifacts = (workdir.resolve() / "mlartifacts").as_uri()
+    out.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C to stop")
+    os.execv(exe, [exe, "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts,
+                   "--host", host, "--port", str(port)])
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

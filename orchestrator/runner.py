@@ -1,0 +1,322 @@
+"""Run (or resume) a resolved sweep: Ray Tune + Optuna (TPE) + ASHA, recorded in MLflow.
+
+Re-running the same command on the same work directory is idempotent: an interrupted sweep
+resumes (Tune restores its trials and Optuna state, Train resumes each trial from its latest
+checkpoint, MLflow runs are re-attached); a finished one just prints its leaderboard again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from orchestrator.progress import ProgressCallback
+from orchestrator.resolve import ResolvedSweep
+from orchestrator.selection import Candidate, best_per_trial, candidates
+from orchestrator.spec import ResourcesSpec, SpecError
+from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for
+from orchestrator.trial import TrialSetup, run_trial
+from orchestrator.tune_space import to_param_space
+from trainables.config import TaskConfig
+from trainables.data import file_sha256, write_split
+
+__all__ = ["auto_concurrency", "run_sweep"]
+
+SNAPSHOT = "orchestrator-sweep.json"
+
+
+def auto_concurrency(cluster: dict[str, float], res: ResourcesSpec, num_trials: int) -> int:
+    """How many trials can train at once without their Train runs waiting on each other."""
+    per_trial_cpu = res.workers_per_trial * res.cpus_per_worker
+    limit = math.floor(cluster.get("CPU", 0) / per_trial_cpu + 1e-9)
+    if res.gpus_per_worker:
+        limit = min(limit, math.floor(cluster.get("GPU", 0) / (res.workers_per_trial * res.gpus_per_worker) + 1e-9))
+    if limit < 1:
+        have = ", ".join(f"{k}={v:g}" for k, v in sorted(cluster.items()) if k in ("CPU", "GPU")) or "nothing"
+        raise SpecError(
+            f"resources: one trial needs {per_trial_cpu:g} CPU and "
+            f"{res.workers_per_trial * res.gpus_per_worker:g} GPU but the cluster has {have}; "
+            "lower resources.workers_per_trial / cpus_per_worker / gpus_per_worker"
+        )
+    return max(1, min(limit, num_trials))
+
+
+def _local_resources() -> dict[str, float]:
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:
+        pass
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def _fingerprint(r: ResolvedSweep) -> dict[str, Any]:
+    files = {k: file_sha256(v) for k, v in r.data_files.items() if not v.startswith("hf:") and "://" not in v}
+    spec = r.spec.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps([spec, files], sort_keys=True).encode()).hexdigest()
+    return {"spec": spec, "data_sha256": files, "fingerprint": digest}
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(prefix + k)
+    return keys
+
+
+def _read_text(uri: str) -> str | None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def _write_text(uri: str, text: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def _git_commit(start: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(start), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    tags = {"python": platform.python_version()}
+    for pkg in ("ray", "torch", "transformers", "datasets", "optuna", "mlflow"):
+        try:
+            tags[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {f"version.{k}": v for k, v in tags.items()}
+
+
+def _init_ray(verbose: bool) -> bool:
+    """Connect to RAY_ADDRESS if set (e.g. inside a Ray Job), else start Ray on 127.0.0.1."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit for ray 2.51+ (default there anyway)
+    env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=env, log_to_driver=verbose, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            include_dashboard=True,  # Train V2's placement-group cleaner relies on the state API
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            runtime_env=env,
+            log_to_driver=verbose,
+            logging_level=logging.WARNING,
+        )
+    return True
+
+
+def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
+    s = r.spec
+    params: dict[str, Any] = {
+        "model": s.model,
+        "metric": s.search.metric,
+        "mode": s.search.mode,
+        "num_trials": s.search.num_trials,
+        "max_concurrent_trials": concurrency,
+        "seed": s.search.seed,
+        "scheduler": json.dumps(s.search.scheduler.model_dump()),
+        "max_length": s.data.max_length,
+        "workers_per_trial": s.resources.workers_per_trial,
+        "cpus_per_worker": s.resources.cpus_per_worker,
+        "gpus_per_worker": s.resources.gpus_per_worker,
+        "num_layers": r.num_layers,
+        "labels": ",".join(r.data.label_names),
+        "train_rows": len(r.data.train),
+        "validation_rows": len(r.data.validation),
+    }
+    for key, domain in r.space.items():
+        params[f"space.{key}"] = json.dumps(domain.model_dump())
+    return params
+
+
+def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> list[Candidate]:
+    """Run or resume the sweep; return the per-trial leaderboard (best first)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = r.spec
+    exp_path = r.experiment_path
+    snapshot = _fingerprint(r)
+    previous = _read_text(f"{exp_path}/{SNAPSHOT}")
+    resuming = previous is not None
+    if resuming:
+        old = json.loads(previous)
+        if old["fingerprint"] != snapshot["fingerprint"]:
+            changed = _changed_keys(old["spec"], snapshot["spec"]) or ["data files"]
+            raise SpecError(
+                f"{exp_path} already holds sweep '{spec.name}' with other settings (changed: {', '.join(changed[:5])}); "
+                "use another --workdir (or storage), or another name"
+            )
+
+    # Check that one trial fits before any Ray process starts (local case).
+    local = not os.environ.get("RAY_ADDRESS")
+    search = spec.search
+    if local and search.max_concurrent_trials == "auto":
+        auto_concurrency(_local_resources(), spec.resources, search.num_trials)
+
+    data_dir = f"{exp_path}/data"
+    if not resuming:
+        write_split(r.data.train, f"{data_dir}/train.parquet")
+        write_split(r.data.validation, f"{data_dir}/validation.parquet")
+        _write_text(f"{exp_path}/{SNAPSHOT}", json.dumps(snapshot, indent=2))
+
+    started_ray = _init_ray(verbose)
+    import ray
+
+    try:
+        concurrency = (
+            auto_concurrency(ray.cluster_resources(), spec.resources, search.num_trials)
+            if search.max_concurrent_trials == "auto"
+            else min(int(search.max_concurrent_trials), search.num_trials)
+        )
+        recorder = SweepRecorder(r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir))
+        tags = {**_versions(), "majority_rate": f"{r.data.majority_rate():.4f}"}
+        tags.update({f"data.{k}.sha256": v for k, v in snapshot["data_sha256"].items()})
+        commit = _git_commit(r.spec_path.parent)
+        if commit:
+            tags["git_commit"] = commit
+        parent_id = recorder.open_parent(
+            sweep=spec.name, experiment_path=exp_path, params=_parent_params(r, concurrency), tags=tags
+        )
+        if not resuming or not recorder.client.list_artifacts(parent_id, "spec"):
+            recorder.client.log_text(parent_id, r.spec_path.read_text(), f"spec/{r.spec_path.name}")
+            recorder.client.log_text(
+                parent_id, yaml.safe_dump(snapshot["spec"], sort_keys=False), "spec/resolved.yaml"
+            )
+
+        console.print(
+            f"[bold]sweep[/bold] {spec.name}: {search.num_trials} trials, {concurrency} at a time, "
+            f"model {spec.model}, metric {search.metric} ({search.mode})"
+        )
+        console.print(f"[bold]mlflow[/bold] {r.tracking_uri}  (experiment '{spec.name}', run {parent_id})")
+        if resuming:
+            console.print(f"[bold]resuming[/bold] {exp_path}")
+
+        train_root = f"{exp_path}/checkpoints"
+        task = TaskConfig(
+            model=spec.model,
+            train_data=f"{data_dir}/train.parquet",
+            validation_data=f"{data_dir}/validation.parquet",
+            label_names=r.data.label_names,
+            max_length=spec.data.max_length,
+            templates=spec.templates,
+            data_seed=search.seed,
+        )
+        setup = TrialSetup(
+            task=task.model_dump(),
+            train_root=train_root,
+            workers=spec.resources.workers_per_trial,
+            cpus_per_worker=spec.resources.cpus_per_worker,
+            gpus_per_worker=spec.resources.gpus_per_worker,
+        )
+        # The trial actor only drives its Train run; the workers hold the real resources.
+        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": 0.01})
+        callbacks = [
+            TrialRecorderCallback(
+                r.tracking_uri, recorder.experiment_id, parent_id, sweep=spec.name, train_root=train_root
+            ),
+            ProgressCallback(console, metric=search.metric, searched=list(r.space), num_trials=search.num_trials),
+        ]
+        if resuming and tune.Tuner.can_restore(exp_path):
+            # The pickled RunConfig brings back the same (picklable) callbacks and Optuna state.
+            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            max_epochs = max(r.space["epochs"].corners()) if "epochs" in r.space else spec.train.epochs
+            sched = search.scheduler
+            scheduler = (
+                ASHAScheduler(
+                    time_attr="epoch",  # our counter: Tune's training_iteration restarts after a restore
+                    max_t=max_epochs,
+                    grace_period=sched.grace_period,
+                    reduction_factor=sched.reduction_factor,
+                )
+                if sched.type == "asha"
+                else FIFOScheduler()
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=to_param_space(r.space, spec.knobs()),
+                tune_config=tune.TuneConfig(
+                    metric=search.metric,
+                    mode=search.mode,
+                    num_samples=search.num_trials,
+                    max_concurrent_trials=concurrency,
+                    search_alg=OptunaSearch(seed=search.seed),  # TPE, seeded
+                    scheduler=scheduler,
+                    reuse_actors=False,
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.name,
+                    storage_path=r.storage,
+                    failure_config=tune.FailureConfig(max_failures=1),
+                    callbacks=callbacks,
+                    verbose=0,
+                ),
+            )
+        status = "FAILED"
+        try:
+            results = tuner.fit()
+            unfinished = [res for res in results if res.metrics is None and res.error is None]
+            errors = [res for res in results if res.error is not None]
+            status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
+        finally:
+            board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
+            if board:
+                _record_leaderboard(recorder, parent_id, board, search.metric)
+            recorder.close(status)
+        return board
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:
+    lines = ["rank,trial_id,epoch,outcome," + metric + ",checkpoint"]
+    for i, c in enumerate(board, 1):
+        lines.append(f"{i},{c.trial_id},{c.epoch},{c.outcome},{c.metrics[metric]:.6f},{c.checkpoint or ''}")
+    recorder.client.log_text(parent_id, "\n".join(lines) + "\n", "leaderboard.csv")
+    best = board[0]
+    recorder.client.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
+    recorder.client.set_tag(parent_id, "best_trial_id", best.trial_id)
+    recorder.client.set_tag(parent_id, "best_epoch", str(best.epoch))
+    if best.checkpoint:
+        recorder.client.set_tag(parent_id, "best_checkpoint", best.checkpoint)

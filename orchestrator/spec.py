@@ -1,0 +1,208 @@
+"""The sweep file: schema, loading with ``--set`` overrides, and one-line error messages.
+
+``load_spec`` only checks the file's shape (types, unknown keys, ranges). Checks that need
+the data or the model config live in ``orchestrator.resolve``; both run before Ray starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from search_spaces import objectives as M
+from search_spaces.domains import Domain
+from trainables.config import Hyperparameters
+
+__all__ = ["SpecError", "SweepSpec", "apply_overrides", "load_spec"]
+
+
+class SpecError(ValueError):
+    """Bad input. ``str(err)`` is one or more lines, each naming a field and the fix."""
+
+    def __init__(self, lines: list[str] | str):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    train: str = Field(description="csv, tsv, json, jsonl or parquet file; or hf:<dataset>[:<config>]")
+    validation: str | None = Field(None, description="optional; else validation_fraction of train is held out")
+    test: str | None = Field(None, description="optional held-out test file, never used for selection")
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per example, context included")
+
+
+class SchedulerSpec(_Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
+    reduction_factor: int = Field(3, ge=2)
+
+
+class SearchSpec(_Strict):
+    metric: str = M.EVAL_ACCURACY
+    mode: Literal["max", "min"] | None = Field(None, description="defaults to the metric's natural mode")
+    num_trials: int = Field(8, ge=1)
+    max_concurrent_trials: int | Literal["auto"] = "auto"
+    seed: int = 0
+    scheduler: SchedulerSpec = SchedulerSpec()
+    space: dict[str, Domain] = {}
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in M.SELECTABLE_METRICS:
+            raise ValueError(f"unknown metric '{v}'; use one of {', '.join(M.SELECTABLE_METRICS)}")
+        return v
+
+    @field_validator("max_concurrent_trials")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or auto")
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _known_knobs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if key not in Hyperparameters.model_fields:
+                raise ValueError(f"'{key}' is not a train knob; searchable: {', '.join(Hyperparameters.model_fields)}")
+        return v
+
+    @model_validator(mode="after")
+    def _mode(self) -> SearchSpec:
+        natural = M.SELECTABLE_METRICS[self.metric]
+        if self.mode is None:
+            self.mode = natural  # type: ignore[assignment]
+        elif self.mode != natural:
+            raise ValueError(f"mode '{self.mode}' would optimise {self.metric} the wrong way; use mode: {natural}")
+        return self
+
+
+class ResourcesSpec(_Strict):
+    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per trial")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db")
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SweepSpec(_Strict):
+    name: str = Field(description="MLflow experiment name and the sweep's directory name")
+    model: str = "builtin:minilm-l6"
+    data: DataSpec
+    templates: dict[str, str | dict[str, Any]] = {}
+    search: SearchSpec = SearchSpec()
+    train: Hyperparameters = Hyperparameters()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    storage: str | None = Field(None, description="Ray storage_path; default <workdir>/runs")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _train_or_space(self) -> SweepSpec:
+        both = sorted(set(self.train.model_fields_set) & set(self.search.space))
+        if both:
+            raise ValueError(f"train.{both[0]} is also in search.space; keep it in one place")
+        epochs = self.train.epochs
+        if self.search.scheduler.type == "asha" and "epochs" not in self.search.space:
+            if self.search.scheduler.grace_period > epochs:
+                raise ValueError(
+                    f"search.scheduler.grace_period ({self.search.scheduler.grace_period}) exceeds "
+                    f"train.epochs ({epochs}); lower it"
+                )
+        return self
+
+    def knobs(self) -> dict[str, Any]:
+        """The fixed (not searched) train knobs."""
+        return {k: v for k, v in self.train.model_dump().items() if k not in self.search.space}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    # pydantic puts the union member's tag in the path (space.lr.loguniform.low); drop those
+    parts = [str(p) for p in loc if p not in {"loguniform", "uniform", "int", "choice"}]
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        where = _loc(e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key; remove it or check its spelling")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required; add it")
+        elif e["type"] == "union_tag_invalid":
+            lines.append(f"{where}.type: use one of loguniform, uniform, int, choice")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] != "value_error":
+                msg = f"{msg} (got {e.get('input')!r})"
+            lines.append(msg if where == "(top level)" else f"{where}: {msg}")
+    return lines
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides with dotted keys (``search.num_trials=4``); VALUE is YAML."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item}: expected KEY=VALUE, e.g. --set search.num_trials=4")
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {item}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(value)
+    return raw
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of sections (name, model, data, search, ...)")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err)) from None

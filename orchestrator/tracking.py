@@ -1,0 +1,203 @@
+"""MLflow recording, driver side only: one parent run per sweep, one child run per trial.
+
+Runs are found again by tags (the experiment path for the parent, the trial id for a child),
+never by name or time, so a resumed sweep re-attaches to the same runs instead of duplicating
+them. Everything goes through one ``MlflowClient``; worker code never imports mlflow.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from search_spaces import objectives as M
+
+__all__ = ["SweepRecorder", "TrialRecorderCallback", "TAGS", "artifact_root_for"]
+
+
+class TAGS:
+    ROLE = "orchestrator.role"  # "sweep" | "trial"
+    SWEEP = "orchestrator.sweep"
+    EXPERIMENT_PATH = "orchestrator.experiment_path"
+    TRIAL_ID = "orchestrator.trial_id"
+    TRAIN_RUN = "orchestrator.train_run"  # Ray Train run directory holding the epoch checkpoints
+    CHECKPOINT = "orchestrator.checkpoint"  # latest checkpoint of the trial
+    OUTCOME = "orchestrator.outcome"  # completed | early_stopped | failed | interrupted
+    ERROR = "orchestrator.error"
+    PARENT = "mlflow.parentRunId"
+    RUN_NAME = "mlflow.runName"
+
+
+MAX_PARAM = 6000  # MLflow's param value limit (older servers: 500); longer values go to artifacts
+
+
+def artifact_root_for(tracking_uri: str, workdir: Path) -> str | None:
+    """Artifact location for a new experiment: beside a local store, server default otherwise."""
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return (workdir / "mlartifacts").as_uri()
+    return None
+
+
+def _params(values: dict[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:MAX_PARAM]) for k, v in sorted(values.items())]
+
+
+class SweepRecorder:
+    """The sweep's parent run: open (or re-attach), annotate, close."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, *, artifact_root: str | None):
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        exp = self.client.get_experiment_by_name(experiment_name)
+        if exp is None:
+            try:
+                self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifact_root)
+            except Exception:  # created concurrently by another process
+                self.experiment_id = self.client.get_experiment_by_name(experiment_name).experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            self.experiment_id = exp.experiment_id
+        self.run_id: str | None = None
+
+    def find_parent(self, experiment_path: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAGS.ROLE}` = 'sweep' and tags.`{TAGS.EXPERIMENT_PATH}` = '{experiment_path}'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def open_parent(self, *, sweep: str, experiment_path: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run_id = self.find_parent(experiment_path)
+        if run_id is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=sweep,
+                tags={TAGS.ROLE: "sweep", TAGS.SWEEP: sweep, TAGS.EXPERIMENT_PATH: experiment_path, **tags},
+            )
+            run_id = run.info.run_id
+            self.client.log_batch(run_id, params=_params(params))
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.run_id = run_id
+        return run_id
+
+    def close(self, status: str) -> None:
+        """End the parent and any child still RUNNING (e.g. after Ctrl-C), so nothing stays RUNNING."""
+        if self.run_id is None:
+            return
+        for child in self.children(status="RUNNING"):
+            self.client.set_tag(child.info.run_id, TAGS.OUTCOME, "interrupted")
+            self.client.set_terminated(child.info.run_id, status="KILLED")
+        self.client.set_terminated(self.run_id, status=status)
+
+    def children(self, status: str | None = None) -> list[Any]:
+        query = f"tags.`{TAGS.PARENT}` = '{self.run_id}'"
+        if status:
+            query += f" and attributes.status = '{status}'"
+        return self.client.search_runs([self.experiment_id], filter_string=query, max_results=10000)
+
+
+class TrialRecorderCallback(tune.Callback):
+    """Tune callback (runs in the driver process) writing each trial into its child run.
+
+    Holds only ids and URIs, so Tune can pickle it with the experiment and bring it back on
+    ``Tuner.restore``; the MLflow client is created lazily in whichever process uses it.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, sweep: str, train_root: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.sweep = sweep
+        self.train_root = train_root
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self._runs: dict[str, str] = {}  # trial_id -> run_id
+        self._logged_epochs: dict[str, set[int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "sweep", "train_root")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def _child(self, trial) -> str:
+        from orchestrator.trial import train_run_name
+
+        trial_id = trial.trial_id
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAGS.PARENT}` = '{self.parent_run_id}' and tags.`{TAGS.TRIAL_ID}` = '{trial_id}'",
+            max_results=1,
+        )
+        if found:  # re-attach after a restore or a trial retry
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, M.EPOCH)
+            self._logged_epochs[trial_id] = {int(m.step) for m in history}
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id,
+                run_name=trial_id,
+                tags={
+                    TAGS.PARENT: self.parent_run_id,
+                    TAGS.ROLE: "trial",
+                    TAGS.SWEEP: self.sweep,
+                    TAGS.TRIAL_ID: trial_id,
+                    TAGS.TRAIN_RUN: f"{self.train_root}/{train_run_name(trial_id)}",
+                },
+            ).info.run_id
+            self.client.log_batch(run_id, params=_params(trial.config))
+            self._logged_epochs[trial_id] = set()
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._child(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = self._child(trial)
+        epoch = int(result.get(M.EPOCH, 0))
+        if epoch in self._logged_epochs[trial.trial_id]:
+            return  # re-reported after a resume: keep the history free of duplicates
+        self._logged_epochs[trial.trial_id].add(epoch)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(result[k]), now, epoch) for k in M.REPORTED_METRICS if k in result]
+        tags = [RunTag(TAGS.CHECKPOINT, str(result["checkpoint_path"]))] if result.get("checkpoint_path") else []
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self._child(trial)
+        last = (trial.last_result or {}).get(M.EPOCH, 0)
+        early = last < int(trial.config.get("epochs", last))
+        self.client.set_tag(run_id, TAGS.OUTCOME, "early_stopped" if early else "completed")
+        self.client.set_terminated(run_id, status="KILLED" if early else "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self._child(trial)
+        error = trial.get_error() or "unknown error"
+        lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+        self.client.set_tag(run_id, TAGS.OUTCOME, "failed")
+        self.client.set_tag(run_id, TAGS.ERROR, (lines[-1] if lines else str(error))[:5000])
+        self.client.log_text(run_id, str(error), "error.txt")
+        self.client.set_terminated(run_id, status="FAILED")

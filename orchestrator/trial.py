@@ -1,0 +1,62 @@
+"""One Tune trial = one Ray Train run (Train V2: a Tune function trainable fits a TorchTrainer).
+
+The Train run is named ``train-<trial_id>`` under a fixed storage root, so a retried or
+restored trial resumes from its own latest checkpoint. ``TuneReportCallback`` forwards every
+``ray.train.report`` to Tune, where ASHA, Optuna and the MLflow callback see it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrialSetup", "run_trial", "train_run_name"]
+
+
+def train_run_name(trial_id: str) -> str:
+    return f"train-{trial_id}"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a sweep shares (the searched knobs come in ``config``)."""
+
+    task: dict[str, Any]  # trainables.config.TaskConfig, dumped
+    train_root: str  # storage_path of the Train runs
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    worker_max_failures: int = 1
+    worker_resources: dict[str, float] = field(default_factory=dict)  # extra custom resources
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    import ray.train
+    import ray.tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainables.loop import train_loop_per_worker
+
+    trial_id = ray.tune.get_context().get_trial_id()  # not available inside workers: pass it down
+    resources = {"CPU": setup.cpus_per_worker, **setup.worker_resources}
+    if setup.gpus_per_worker:
+        resources["GPU"] = setup.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**config, "task": setup.task, "trial_id": trial_id, "trial_started_at": time.time()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=setup.workers,
+            use_gpu=setup.gpus_per_worker > 0,  # NCCL backend on GPU, gloo on CPU
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=train_run_name(trial_id),
+            storage_path=setup.train_root,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),  # every epoch is a candidate
+            failure_config=ray.train.FailureConfig(max_failures=setup.worker_max_failures),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()  # raises TrainingFailedError once worker retries are exhausted -> trial ERROR

@@ -1,0 +1,43 @@
+"""Metric names and their optimisation modes: the one vocabulary shared by workers, Tune and MLflow.
+
+Workers report exactly these keys (see ``trainables.loop``); the sweep spec accepts only
+``SELECTABLE_METRICS`` as ``search.metric``. Keeping them here (the bottom layer) lets every
+other package import them without pulling torch or ray.
+"""
+
+from __future__ import annotations
+
+# Time attribute for ASHA: a 1-based epoch counter reported by the worker. Tune's own
+# ``training_iteration`` restarts after a restore, so the scheduler must not use it.
+EPOCH = "epoch"
+
+EVAL_ACCURACY = "eval_accuracy"
+EVAL_F1_MACRO = "eval_f1_macro"
+EVAL_LOSS = "eval_loss"
+TRAIN_LOSS = "train_loss"
+
+TRAINABLE_PARAMS = "trainable_params"
+STARTUP_SECONDS = "startup_seconds"  # trial start (worker entry) to the first optimizer step
+EPOCH_SECONDS = "epoch_seconds"
+SAMPLES_PER_SECOND = "samples_per_second"  # training samples per wall second, summed over workers
+TRUNCATED_EXAMPLES = "truncated_examples"  # examples whose context was cut to fit max_length
+
+# metric -> the mode that makes it better
+SELECTABLE_METRICS: dict[str, str] = {
+    EVAL_ACCURACY: "max",
+    EVAL_F1_MACRO: "max",
+    EVAL_LOSS: "min",
+}
+
+REPORTED_METRICS: tuple[str, ...] = (
+    EPOCH,
+    EVAL_ACCURACY,
+    EVAL_F1_MACRO,
+    EVAL_LOSS,
+    TRAIN_LOSS,
+    TRAINABLE_PARAMS,
+    STARTUP_SECONDS,
+    EPOCH_SECONDS,
+    SAMPLES_PER_SECOND,
+    TRUNCATED_EXAMPLES,
+)

@@ -1,0 +1,59 @@
+"""The flat configuration one trial's workers train with.
+
+``Hyperparameters`` is exactly the ``train:`` section of a sweep file: every field may instead
+appear in ``search.space`` under the same name, and the same name is the Tune ``param_space``
+key, the Optuna parameter and the MLflow param. ``TrainConfig`` adds what the driver fixes for
+the whole sweep (``task``) and per trial (``trial_id``). Workers call
+``TrainConfig.model_validate(config)``; nothing else parses the trial config.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Hyperparameters", "TaskConfig", "TrainConfig"]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class Hyperparameters(BaseModel):
+    """Per-trial knobs (the ``train:`` section). Any of them may be searched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(5.0e-5, gt=0, description="peak AdamW learning rate")
+    freeze_layers: int = Field(
+        0, ge=0, description="frozen-layer depth: 0 = full fine-tune; k = embeddings + bottom k blocks frozen"
+    )
+    context_template: str = Field("plain", description="name of a template (sweep file or preset library)")
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, description="per-worker batch size")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear warm-up")
+    precision: Precision = Field("fp32", description="fp32, or bf16 / fp16 autocast (fp16 needs a GPU)")
+    seed: int = Field(0, description="model init, data order and dropout seed")
+
+
+class TaskConfig(BaseModel):
+    """Fixed for the whole sweep: which model, which prepared data, which templates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str  # builtin:<name>, a local directory or a hub id (resolved by trainables.models)
+    train_data: str  # prepared parquet split (columns: text, label:int), local path or URI
+    validation_data: str
+    label_names: list[str] = Field(min_length=2)
+    max_length: int = Field(ge=8)
+    templates: dict[str, str | dict] = {}  # user templates; presets fill in the rest
+    data_seed: int = 0  # seeds the demonstrations drawn for few-shot templates
+    keep_resume_state: bool = True
+
+
+class TrainConfig(Hyperparameters):
+    """Everything a worker needs: hyper-parameters + task + trial identity."""
+
+    task: TaskConfig
+    trial_id: str = "local"
+    trial_started_at: float | None = None  # time.time() when the trial driver started

@@ -1,0 +1,233 @@
+"""The training loop every Ray Train worker runs: read it top to bottom.
+
+Contract: ``train_loop_per_worker(config)`` is given to ``TorchTrainer`` with the flat trial
+config (see ``trainables.config.TrainConfig``). Every rank calls ``ray.train.report`` once per
+epoch with identical metric keys (see ``search_spaces.objectives``); only rank 0 writes a
+checkpoint. It never talks to MLflow or Tune: the driver records what it reports.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from search_spaces import objectives as M
+from search_spaces.presets import resolve_template
+from trainables.checkpoints import load_resume_state, save_checkpoint
+from trainables.config import TrainConfig
+from trainables.context import ContextEncoder
+from trainables.data import read_split
+from trainables.device import autocast, grad_scaler, resolve_precision, train_device
+from trainables.freezing import count_trainable_parameters, freeze_bottom_layers
+from trainables.metrics import classification_metrics
+from trainables.models import build_classifier, load_tokenizer
+
+__all__ = ["train_loop_per_worker"]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _collate(pad_id: int):
+    def collate(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        labels = torch.tensor([label for _, label in batch])
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+    return collate
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def evaluate(model, examples, *, batch_size: int, pad_id: int, num_labels: int, device, precision: str):
+    """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
+
+    Uses the unwrapped model so uneven shards need no DDP collective in forward.
+    """
+    model.eval()
+    confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for batch in DataLoader(examples, batch_size=batch_size, collate_fn=_collate(pad_id)):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(precision, device):
+            out = model(**batch)
+        loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
+        pred = out.logits.argmax(-1)
+        confusion.index_put_((batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True)
+    _all_reduce(confusion)
+    _all_reduce(loss_sum)
+    model.train()
+    return classification_metrics(confusion.cpu(), loss_sum.item())
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+    from transformers import get_linear_schedule_with_warmup
+
+    started = time.time()
+    cfg = TrainConfig.model_validate(config)
+    task = cfg.task
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = train_device()
+    precision = resolve_precision(cfg.precision, device)
+    _seed_everything(cfg.seed)
+
+    # Data: the same prepared rows on every rank; the template renders context around each text.
+    tokenizer = load_tokenizer(task.model)
+    train, val = read_split(task.train_data), read_split(task.validation_data)
+    template = resolve_template(cfg.context_template, task.templates)
+    encoder = ContextEncoder(
+        tokenizer,
+        template,
+        label_names=task.label_names,
+        train_texts=train.texts,
+        train_labels=train.labels,
+        max_length=task.max_length,
+        seed=task.data_seed,
+    )
+    enc_train = encoder.encode(train.texts, split="train")
+    enc_val = encoder.encode(val.texts, split="validation")
+    truncated = enc_train.truncated + enc_val.truncated
+    train_examples = list(zip(enc_train.input_ids, train.labels, strict=True))
+    val_shard = list(zip(enc_val.input_ids, val.labels, strict=True))[rank::world]
+
+    # Model: resume from the latest checkpoint Ray hands us, else build fresh; freeze before DDP wrap.
+    checkpoint = ray.train.get_checkpoint()
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            model = build_classifier(ckpt_dir, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed)
+            resume = load_resume_state(ckpt_dir)
+    else:
+        model = build_classifier(task.model, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed)
+    freeze_bottom_layers(model, cfg.freeze_layers)
+    trainable_params = count_trainable_parameters(model)
+    ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = ray.train.torch.prepare_data_loader(
+        DataLoader(
+            train_examples,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=_collate(tokenizer.pad_token_id),
+        )
+    )
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(loader)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    scaler = grad_scaler(precision, device)
+    start_epoch = 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        start_epoch = int(resume["epoch"])
+
+    trial_started = cfg.trial_started_at or started
+    startup_seconds = None
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):  # 1-based: the counter ASHA schedules on
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
+        ddp_model.train()
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        for batch in loader:
+            with autocast(precision, device):
+                loss = ddp_model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if startup_seconds is None:
+                startup_seconds = time.time() - trial_started
+            seen += len(batch["labels"])
+            loss_sum += loss.item() * len(batch["labels"])
+        epoch_seconds = time.time() - t0
+        totals = _all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
+
+        metrics = evaluate(
+            model,
+            val_shard,
+            batch_size=cfg.batch_size * 2,
+            pad_id=tokenizer.pad_token_id,
+            num_labels=len(task.label_names),
+            device=device,
+            precision=precision,
+        )
+        metrics.update(
+            {
+                M.EPOCH: epoch,
+                M.TRAIN_LOSS: totals[1] / max(totals[0], 1),
+                M.TRAINABLE_PARAMS: trainable_params,
+                M.STARTUP_SECONDS: startup_seconds or 0.0,
+                M.EPOCH_SECONDS: epoch_seconds,
+                M.SAMPLES_PER_SECOND: totals[0] / max(epoch_seconds, 1e-9),
+                M.TRUNCATED_EXAMPLES: truncated,
+            }
+        )
+
+        # Rank 0 alone writes the checkpoint; every rank reports (report() is a barrier).
+        ckpt = None
+        if rank == 0:
+            ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
+            save_checkpoint(
+                ckpt_dir,
+                model=model,
+                tokenizer=tokenizer,
+                trial_info={
+                    "trial_id": cfg.trial_id,
+                    "epoch": epoch,
+                    "hyperparameters": cfg.model_dump(exclude={"task", "trial_id", "trial_started_at"}),
+                    "label_names": task.label_names,
+                    "template_name": cfg.context_template,
+                    "template": template.model_dump(),
+                    "model_source": task.model,
+                    "max_length": task.max_length,
+                    "data_seed": task.data_seed,
+                    "metrics": metrics,
+                },
+                resume_state={
+                    "epoch": epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                }
+                if task.keep_resume_state
+                else None,
+            )
+            ckpt = ray.train.Checkpoint.from_directory(ckpt_dir)
+        ray.train.report(
+            metrics,
+            checkpoint=ckpt,
+            checkpoint_dir_name=f"epoch-{epoch:03d}",
+            delete_local_checkpoint_after_upload=True,
+        )

