@@ -24,15 +24,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Wide enough for the leaderboard when output goes to a file or CI log (not a terminal).
+out = Console(width=None if Console().is_terminal else 160)
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
 
 DEFAULT_WORKDIR = Path("work")
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Where runs, checkpoints and mlflow.db live.")]
-
-
-class BadInput(Exception):
-    """Raised for exit code 2; each line names a field and the fix."""
 
 
 def _bad(lines: list[str] | str) -> typer.Exit:

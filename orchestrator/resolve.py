@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from orchestrator.spec import SpecError, SweepSpec
 from search_spaces.domains import Choice, IntRange, resolve_auto
-from search_spaces.presets import resolve_template
+from search_spaces.presets import PRESETS
 from search_spaces.templates import TemplateError, check_labels, parse_template
 from trainables.config import Hyperparameters
 from trainables.data import DataError, PreparedData, prepare_splits
@@ -123,11 +123,11 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
         except TemplateError as exc:
             errors.append(str(exc))
     for where, name in _template_names(spec):
-        try:
-            resolve_template(name, spec.templates)
-        except TemplateError as exc:
-            if name not in spec.templates:  # a broken user template is reported above
-                errors.append(f"{where}: {exc}")
+        if name not in spec.templates and name not in PRESETS:
+            errors.append(
+                f"{where}: unknown template '{name}'; define it under templates: or use a preset "
+                f"({', '.join(sorted(PRESETS))})"
+            )
 
     space = _check_space(spec, layers, errors)
     precisions = space["precision"].values if "precision" in space else [spec.train.precision]

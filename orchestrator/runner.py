@@ -128,6 +128,7 @@ def _init_ray(verbose: bool) -> bool:
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit for ray 2.51+ (default there anyway)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our ProgressCallback prints instead of Tune's tables
     env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "TOKENIZERS_PARALLELISM": "false"}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=env, log_to_driver=verbose, logging_level=logging.WARNING)
@@ -173,6 +174,9 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = r.spec
     exp_path = r.experiment_path
     snapshot = _fingerprint(r)

@@ -1,0 +1,39 @@
+# One target per habit. `make demo` and `make test` set up .venv on first use.
+# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel (2.13.0) this project is
+# verified with; on a CUDA machine use e.g. `make demo TORCH_SPEC=torch==2.13.0` from PyPI
+# (PyPI's Linux wheels are CUDA builds) or your cluster's image.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+WORKDIR ?= work
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/orchestrator run sweeps/demo.yaml --workdir $(WORKDIR)
+
+test: setup
+	$(BIN)/pytest
+
+test-all: setup
+	$(BIN)/pytest -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check orchestrator trainables search_spaces tests bench
+	$(BIN)/ruff format --check orchestrator trainables search_spaces tests bench
+
+bench: setup
+	$(BIN)/python bench/bench_context.py
+
+clean:
+	rm -rf $(WORKDIR) .pytest_cache

@@ -1,0 +1,74 @@
+"""Shared fixtures: small generated data, sweep files, and the entry point as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def review_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    from orchestrator.demo_data import generate
+
+    return generate(n, seed)
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    write_csv(tmp_path / "train.csv", review_rows(48, seed=1))
+    write_csv(tmp_path / "dev.csv", review_rows(16, seed=2))
+    return tmp_path
+
+
+def sweep_dict(**overrides) -> dict:
+    spec = {
+        "name": "t",
+        "model": "builtin:tiny-random-bert",
+        "data": {"train": "train.csv", "validation": "dev.csv", "max_length": 48},
+        "templates": {"task": "Review: {text}", "shot": {"instruction": "Sentiment?", "shots": 1}},
+        "search": {
+            "num_trials": 3,
+            "space": {
+                "learning_rate": {"type": "loguniform", "low": 1.0e-4, "high": 1.0e-3},
+                "freeze_layers": {"type": "int", "low": 0, "high": "auto"},
+                "context_template": {"type": "choice", "values": ["plain", "task", "shot"]},
+            },
+        },
+        "train": {"epochs": 2, "batch_size": 16},
+    }
+    for dotted, value in overrides.items():
+        node = spec
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return spec
+
+
+def write_sweep(directory: Path, spec: dict, name: str = "sweep.yaml") -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point (a fresh process, as a user would)."""
+    exe = Path(sys.executable).with_name("orchestrator")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )

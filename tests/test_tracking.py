@@ -1,0 +1,94 @@
+"""MLflow recording against a real SQLite store: statuses, re-attach without duplicates.
+
+The Tune side is represented by the few attributes the callback reads from a trial
+(``trial_id``, ``config``, ``last_result``, ``get_error``); MLflow itself is real.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+from mlflow.tracking import MlflowClient
+
+from orchestrator.tracking import TAGS, SweepRecorder, TrialRecorderCallback
+
+
+@dataclass
+class TrialStandIn:
+    trial_id: str
+    config: dict = field(default_factory=lambda: {"learning_rate": 1e-4, "freeze_layers": 1, "epochs": 3})
+    last_result: dict | None = None
+    error: str | None = None
+
+    def get_error(self):
+        return self.error
+
+
+def _result(epoch: int, acc: float) -> dict:
+    return {"epoch": epoch, "eval_accuracy": acc, "eval_loss": 1 - acc, "checkpoint_path": f"/ck/epoch-{epoch:03d}"}
+
+
+def _open(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rec = SweepRecorder(uri, "exp", artifact_root=(tmp_path / "art").as_uri())
+    parent = rec.open_parent(sweep="exp", experiment_path="/runs/exp", params={"metric": "eval_accuracy"}, tags={})
+    cb = TrialRecorderCallback(uri, rec.experiment_id, parent, sweep="exp", train_root="/runs/exp/checkpoints")
+    return uri, rec, parent, cb
+
+
+def test_statuses_and_metrics(tmp_path):
+    uri, rec, parent, cb = _open(tmp_path)
+    done, stopped, failed = TrialStandIn("a_1"), TrialStandIn("b_2"), TrialStandIn("c_3", error="Traceback\nValueError: boom")
+    for t in (done, stopped, failed):
+        cb.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        cb.on_trial_result(0, [], done, _result(epoch, 0.5 + epoch / 10))
+    done.last_result = _result(3, 0.8)
+    cb.on_trial_complete(0, [], done)
+    cb.on_trial_result(0, [], stopped, _result(1, 0.4))
+    stopped.last_result = _result(1, 0.4)
+    cb.on_trial_complete(0, [], stopped)
+    cb.on_trial_error(0, [], failed)
+    rec.close("FINISHED")
+
+    client = MlflowClient(uri)
+    runs = {r.data.tags[TAGS.TRIAL_ID]: r for r in rec.children()}
+    assert set(runs) == {"a_1", "b_2", "c_3"}
+    assert runs["a_1"].info.status == "FINISHED" and runs["a_1"].data.tags[TAGS.OUTCOME] == "completed"
+    assert runs["b_2"].info.status == "KILLED" and runs["b_2"].data.tags[TAGS.OUTCOME] == "early_stopped"
+    assert runs["c_3"].info.status == "FAILED" and runs["c_3"].data.tags[TAGS.ERROR] == "ValueError: boom"
+    history = client.get_metric_history(runs["a_1"].info.run_id, "eval_accuracy")
+    assert [(m.step, round(m.value, 2)) for m in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    assert runs["a_1"].data.params["freeze_layers"] == "1"
+    assert runs["a_1"].data.tags[TAGS.CHECKPOINT] == "/ck/epoch-003"
+    assert runs["a_1"].data.tags[TAGS.TRAIN_RUN] == "/runs/exp/checkpoints/train-a_1"
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_resume_reattaches_without_duplicates(tmp_path):
+    uri, rec, parent, cb = _open(tmp_path)
+    trial = TrialStandIn("a_1")
+    cb.on_trial_start(0, [], trial)
+    cb.on_trial_result(0, [], trial, _result(1, 0.6))
+    rec.close("KILLED")  # e.g. Ctrl-C: nothing may stay RUNNING
+    assert [r.info.status for r in rec.children()] == ["KILLED"]
+
+    # A new driver process: Tune unpickles the callback, the parent is found again by its tag.
+    rec2 = SweepRecorder(uri, "exp", artifact_root=None)
+    assert rec2.open_parent(sweep="exp", experiment_path="/runs/exp", params={}, tags={}) == parent
+    cb2 = pickle.loads(pickle.dumps(cb))
+    cb2.on_trial_start(0, [], trial)
+    cb2.on_trial_result(0, [], trial, _result(1, 0.6))  # re-reported epoch: skipped
+    cb2.on_trial_result(0, [], trial, _result(2, 0.7))
+    trial.config["epochs"] = 2
+    trial.last_result = _result(2, 0.7)
+    cb2.on_trial_complete(0, [], trial)
+    rec2.close("FINISHED")
+
+    children = rec2.children()
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(children[0].info.run_id, "eval_accuracy")]
+    assert steps == [1, 2]
+    parents = MlflowClient(uri).search_runs([rec.experiment_id], filter_string=f"tags.`{TAGS.ROLE}` = 'sweep'")
+    assert len(parents) == 1
