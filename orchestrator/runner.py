@@ -25,7 +25,7 @@ from orchestrator.resolve import ResolvedSweep
 from orchestrator.selection import Candidate, best_per_trial, candidates
 from orchestrator.spec import ResourcesSpec, SpecError
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for
-from orchestrator.trial import TrialSetup, run_trial
+from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import to_param_space
 from trainables.config import TaskConfig
 from trainables.data import file_sha256, write_split
@@ -33,12 +33,18 @@ from trainables.data import file_sha256, write_split
 __all__ = ["auto_concurrency", "run_sweep"]
 
 SNAPSHOT = "orchestrator-sweep.json"
+LOCAL_DRIVER_SLOTS = 10_000.0
 
 
 def auto_concurrency(cluster: dict[str, float], res: ResourcesSpec, num_trials: int) -> int:
-    """How many trials can train at once without their Train runs waiting on each other."""
+    """How many trials can train at once without their Train runs waiting on each other.
+
+    Counts the workers' CPUs/GPUs and, where drivers are not on ``DRIVER_RESOURCE``, the
+    drivers' own CPU share too (Tune's accounting sees only the drivers).
+    """
+    driver_cpu = driver_resources(cluster).get("cpu", 0)
     per_trial_cpu = res.workers_per_trial * res.cpus_per_worker
-    limit = math.floor(cluster.get("CPU", 0) / per_trial_cpu + 1e-9)
+    limit = math.floor(cluster.get("CPU", 0) / (per_trial_cpu + driver_cpu) + 1e-9)
     if res.gpus_per_worker:
         limit = min(limit, math.floor(cluster.get("GPU", 0) / (res.workers_per_trial * res.gpus_per_worker) + 1e-9))
     if limit < 1:
@@ -59,7 +65,7 @@ def _local_resources() -> dict[str, float]:
         gpus = torch.cuda.device_count()
     except Exception:
         pass
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus), DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}
 
 
 def _fingerprint(r: ResolvedSweep) -> dict[str, Any]:
@@ -137,6 +143,7 @@ def _init_ray(verbose: bool) -> bool:
             include_dashboard=True,  # Train V2's placement-group cleaner relies on the state API
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
+            resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
             runtime_env=env,
             log_to_driver=verbose,
             logging_level=logging.WARNING,
@@ -253,7 +260,9 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
             gpus_per_worker=spec.resources.gpus_per_worker,
         )
         # The trial actor only drives its Train run; the workers hold the real resources.
-        trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"cpu": 0.01})
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, setup=setup), driver_resources(ray.cluster_resources())
+        )
         callbacks = [
             TrialRecorderCallback(
                 r.tracking_uri, recorder.experiment_id, parent_id, sweep=spec.name, train_root=train_root

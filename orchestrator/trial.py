@@ -11,7 +11,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrialSetup", "run_trial", "train_run_name"]
+__all__ = ["DRIVER_RESOURCE", "TrialSetup", "driver_resources", "run_trial", "train_run_name"]
+
+# Custom resource that trial drivers (Tune trial actors) are scheduled on. A driver only
+# orchestrates its Train run, so it must not hold a CPU a worker needs: with 2 CPUs and two
+# 1-CPU trials, even 0.01 CPU per driver leaves a worker group waiting forever. Local Ray gets
+# plenty of it; on a cluster, give it to non-GPU (ideally non-spot) nodes only.
+DRIVER_RESOURCE = "trial_driver"
+FALLBACK_DRIVER_CPU = 0.01
+
+
+def driver_resources(cluster: dict[str, float]) -> dict[str, float]:
+    """Tune resources of one trial driver on a cluster with ``cluster`` total resources."""
+    if cluster.get(DRIVER_RESOURCE, 0) >= 1:
+        return {"cpu": 0, DRIVER_RESOURCE: 1}
+    return {"cpu": FALLBACK_DRIVER_CPU}  # Tune rejects an empty request
 
 
 def train_run_name(trial_id: str) -> str:

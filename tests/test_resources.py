@@ -1,0 +1,49 @@
+"""Resource arithmetic and device logic (the GPU paths that can be exercised without a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from orchestrator.runner import auto_concurrency
+from orchestrator.spec import ResourcesSpec, SpecError
+from orchestrator.trial import DRIVER_RESOURCE, driver_resources
+from trainables.device import autocast, grad_scaler, resolve_precision
+
+CASES = [
+    # cluster, resources, num_trials -> concurrency
+    ({"CPU": 2, DRIVER_RESOURCE: 100}, {"cpus_per_worker": 1}, 12, 2),
+    ({"CPU": 2, DRIVER_RESOURCE: 100}, {"workers_per_trial": 2, "cpus_per_worker": 0.5}, 12, 2),
+    ({"CPU": 2}, {"cpus_per_worker": 1}, 12, 1),  # drivers need 0.01 CPU each without the resource
+    ({"CPU": 16, "GPU": 4, DRIVER_RESOURCE: 100}, {"cpus_per_worker": 2, "gpus_per_worker": 1}, 12, 4),
+    ({"CPU": 16, "GPU": 4, DRIVER_RESOURCE: 100}, {"workers_per_trial": 2, "gpus_per_worker": 1}, 12, 2),
+    ({"CPU": 64, "GPU": 8, DRIVER_RESOURCE: 100}, {"gpus_per_worker": 0.5}, 3, 3),  # capped by num_trials
+]
+
+
+@pytest.mark.parametrize(("cluster", "res", "trials", "expected"), CASES)
+def test_auto_concurrency(cluster, res, trials, expected):
+    assert auto_concurrency(cluster, ResourcesSpec(**res), trials) == expected
+
+
+def test_trial_that_cannot_fit_is_bad_input():
+    with pytest.raises(SpecError, match="one trial needs 0 CPU and 1 GPU|needs 1 CPU and 1 GPU"):
+        auto_concurrency({"CPU": 8, "GPU": 0, DRIVER_RESOURCE: 10}, ResourcesSpec(gpus_per_worker=1), 4)
+
+
+def test_drivers_take_no_cpu_when_the_resource_exists():
+    assert driver_resources({"CPU": 2, DRIVER_RESOURCE: 5}) == {"cpu": 0, DRIVER_RESOURCE: 1}
+    assert driver_resources({"CPU": 2})["cpu"] > 0
+
+
+def test_precision_rules_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", cpu)
+    assert not grad_scaler("fp16", cpu).is_enabled() and not grad_scaler("fp32", cpu).is_enabled()
+    with autocast("bf16", cpu):
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == torch.bfloat16
+    with autocast("fp32", cpu):
+        assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
