@@ -64,7 +64,9 @@ def validate(
     )
     for key, domain in r.space.items():
         out.print(f"   search {key}: {domain.model_dump(exclude={'type'})} ({domain.type})")
-    out.print(f"   {s.search.num_trials} trials, metric {s.search.metric} ({s.search.mode}), scheduler {s.search.scheduler.type}")
+    out.print(
+        f"   {s.search.num_trials} trials, metric {s.search.metric} ({s.search.mode}), scheduler {s.search.scheduler.type}"
+    )
 
 
 @app.command()
@@ -105,7 +107,9 @@ def _print_board(board: list[Any], metric: str, searched: list[str], top: int | 
         table.add_column(col)
     for i, c in enumerate(board[:top] if top else board, 1):
         params = [c.params.get(k, "") for k in searched]
-        params = [f"{float(p):.3g}" if k == "learning_rate" else p for k, p in zip(searched, params, strict=True)]
+        params = [
+            f"{float(p):.3g}" if k == "learning_rate" else p for k, p in zip(searched, params, strict=True)
+        ]
         table.add_row(
             str(i),
             c.trial_id,
@@ -130,10 +134,14 @@ def _tracking_uri(workdir: Path | None, tracking_uri: str | None) -> str:
 @app.command()
 def best(
     sweep: Annotated[str, typer.Option("--sweep", "-s", help="Sweep name (= MLflow experiment).")],
-    workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="Work directory of the sweep.")] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", "-w", help="Work directory of the sweep.")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
     top: Annotated[int, typer.Option("--top", help="Rows of the leaderboard to show.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (the best checkpoint).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (the best checkpoint).")
+    ] = False,
 ) -> None:
     """Show the best checkpoint of a sweep (over every recorded epoch of every trial)."""
     from mlflow.tracking import MlflowClient
@@ -172,7 +180,9 @@ def best(
         return
     searched = [k.removeprefix("space.") for k in sweep_run.data.params if k.startswith("space.")]
     _print_board(best_per_trial(ranked), metric, sorted(searched), top=top)
-    out.print(f"[bold]best[/bold] trial {choice.trial_id} epoch {choice.epoch}: {metric}={choice.metrics[metric]:.4f}")
+    out.print(
+        f"[bold]best[/bold] trial {choice.trial_id} epoch {choice.epoch}: {metric}={choice.metrics[metric]:.4f}"
+    )
     out.print(f"[bold]checkpoint[/bold] {choice.checkpoint}")
 
 
@@ -180,15 +190,30 @@ def best(
 def ui(
     workdir: Workdir = DEFAULT_WORKDIR,
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
-    host: Annotated[str, typer.Option(help="Bind address; keep 127.0.0.1 unless you mean to expose it.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Bind address; keep 127.0.0.1 unless you mean to expose it.")
+    ] = "127.0.0.1",
 ) -> None:
     """Open the MLflow UI over the work directory's tracking store (http://127.0.0.1:5000)."""
     uri = _tracking_uri(workdir, None)
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     artifacts = (workdir.resolve() / "mlartifacts").as_uri()
     out.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C to stop")
-    os.execv(exe, [exe, "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts,
-                   "--host", host, "--port", str(port)])
+    os.execv(
+        exe,
+        [
+            exe,
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--default-artifact-root",
+            artifacts,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+    )
 
 
 def main() -> None:

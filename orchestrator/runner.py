@@ -7,6 +7,7 @@ checkpoint, MLflow runs are re-attached); a finished one just prints its leaderb
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,7 +47,9 @@ def auto_concurrency(cluster: dict[str, float], res: ResourcesSpec, num_trials: 
     per_trial_cpu = res.workers_per_trial * res.cpus_per_worker
     limit = math.floor(cluster.get("CPU", 0) / (per_trial_cpu + driver_cpu) + 1e-9)
     if res.gpus_per_worker:
-        limit = min(limit, math.floor(cluster.get("GPU", 0) / (res.workers_per_trial * res.gpus_per_worker) + 1e-9))
+        limit = min(
+            limit, math.floor(cluster.get("GPU", 0) / (res.workers_per_trial * res.gpus_per_worker) + 1e-9)
+        )
     if limit < 1:
         have = ", ".join(f"{k}={v:g}" for k, v in sorted(cluster.items()) if k in ("CPU", "GPU")) or "nothing"
         raise SpecError(
@@ -108,7 +111,11 @@ def _write_text(uri: str, text: str) -> None:
 def _git_commit(start: Path) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(start), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "-C", str(start), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         return out.stdout.strip() or None
     except Exception:
@@ -120,10 +127,8 @@ def _versions() -> dict[str, str]:
 
     tags = {"python": platform.python_version()}
     for pkg in ("ray", "torch", "transformers", "datasets", "optuna", "mlflow"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             tags[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return {f"version.{k}": v for k, v in tags.items()}
 
 
@@ -177,11 +182,10 @@ def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
 
 def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> list[Candidate]:
     """Run or resume the sweep; return the per-trial leaderboard (best first)."""
+    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = r.spec
@@ -219,7 +223,9 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
             if search.max_concurrent_trials == "auto"
             else min(int(search.max_concurrent_trials), search.num_trials)
         )
-        recorder = SweepRecorder(r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir))
+        recorder = SweepRecorder(
+            r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
+        )
         tags = {**_versions(), "majority_rate": f"{r.data.majority_rate():.4f}"}
         tags.update({f"data.{k}.sha256": v for k, v in snapshot["data_sha256"].items()})
         commit = _git_commit(r.spec_path.parent)
@@ -267,11 +273,15 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
             TrialRecorderCallback(
                 r.tracking_uri, recorder.experiment_id, parent_id, sweep=spec.name, train_root=train_root
             ),
-            ProgressCallback(console, metric=search.metric, searched=list(r.space), num_trials=search.num_trials),
+            ProgressCallback(
+                console, metric=search.metric, searched=list(r.space), num_trials=search.num_trials
+            ),
         ]
         if resuming and tune.Tuner.can_restore(exp_path):
             # The pickled RunConfig brings back the same (picklable) callbacks and Optuna state.
-            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(
+                exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
         else:
             max_epochs = max(r.space["epochs"].corners()) if "epochs" in r.space else spec.train.epochs
             sched = search.scheduler

@@ -49,9 +49,14 @@ def find_sweep_run(client: MlflowClient, sweep: str):
     exp = client.get_experiment_by_name(sweep)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
-        raise SelectionError(f"no sweep named '{sweep}' in this tracking store; known: {', '.join(names) or 'none'}")
+        raise SelectionError(
+            f"no sweep named '{sweep}' in this tracking store; known: {', '.join(names) or 'none'}"
+        )
     runs = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{TAGS.ROLE}` = 'sweep'", order_by=["start_time DESC"], max_results=1
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAGS.ROLE}` = 'sweep'",
+        order_by=["start_time DESC"],
+        max_results=1,
     )
     if not runs:
         raise SelectionError(f"experiment '{sweep}' has no sweep run; run `orchestrator run` first")

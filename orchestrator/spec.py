@@ -34,7 +34,9 @@ class _Strict(BaseModel):
 
 class DataSpec(_Strict):
     train: str = Field(description="csv, tsv, json, jsonl or parquet file; or hf:<dataset>[:<config>]")
-    validation: str | None = Field(None, description="optional; else validation_fraction of train is held out")
+    validation: str | None = Field(
+        None, description="optional; else validation_fraction of train is held out"
+    )
     test: str | None = Field(None, description="optional held-out test file, never used for selection")
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     text_column: str = "text"
@@ -76,7 +78,9 @@ class SearchSpec(_Strict):
     def _known_knobs(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
             if key not in Hyperparameters.model_fields:
-                raise ValueError(f"'{key}' is not a train knob; searchable: {', '.join(Hyperparameters.model_fields)}")
+                raise ValueError(
+                    f"'{key}' is not a train knob; searchable: {', '.join(Hyperparameters.model_fields)}"
+                )
         return v
 
     @model_validator(mode="after")
@@ -85,7 +89,9 @@ class SearchSpec(_Strict):
         if self.mode is None:
             self.mode = natural  # type: ignore[assignment]
         elif self.mode != natural:
-            raise ValueError(f"mode '{self.mode}' would optimise {self.metric} the wrong way; use mode: {natural}")
+            raise ValueError(
+                f"mode '{self.mode}' would optimise {self.metric} the wrong way; use mode: {natural}"
+            )
         return self
 
 
@@ -117,7 +123,9 @@ class SweepSpec(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit")
+            raise ValueError(
+                "use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit"
+            )
         return v
 
     @model_validator(mode="after")
@@ -125,13 +133,11 @@ class SweepSpec(_Strict):
         both = sorted(set(self.train.model_fields_set) & set(self.search.space))
         if both:
             raise ValueError(f"train.{both[0]} is also in search.space; keep it in one place")
-        epochs = self.train.epochs
-        if self.search.scheduler.type == "asha" and "epochs" not in self.search.space:
-            if self.search.scheduler.grace_period > epochs:
-                raise ValueError(
-                    f"search.scheduler.grace_period ({self.search.scheduler.grace_period}) exceeds "
-                    f"train.epochs ({epochs}); lower it"
-                )
+        sched, epochs = self.search.scheduler, self.train.epochs
+        if sched.type == "asha" and "epochs" not in self.search.space and sched.grace_period > epochs:
+            raise ValueError(
+                f"search.scheduler.grace_period ({sched.grace_period}) exceeds train.epochs ({epochs}); lower it"
+            )
         return self
 
     def knobs(self) -> dict[str, Any]:

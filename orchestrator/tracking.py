@@ -56,7 +56,9 @@ class SweepRecorder:
         exp = self.client.get_experiment_by_name(experiment_name)
         if exp is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=artifact_root)
+                self.experiment_id = self.client.create_experiment(
+                    experiment_name, artifact_location=artifact_root
+                )
             except Exception:  # created concurrently by another process
                 self.experiment_id = self.client.get_experiment_by_name(experiment_name).experiment_id
         else:
@@ -73,7 +75,9 @@ class SweepRecorder:
         )
         return runs[0].info.run_id if runs else None
 
-    def open_parent(self, *, sweep: str, experiment_path: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    def open_parent(
+        self, *, sweep: str, experiment_path: str, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
         run_id = self.find_parent(experiment_path)
         if run_id is None:
             run = self.client.create_run(
@@ -112,7 +116,9 @@ class TrialRecorderCallback(tune.Callback):
     ``Tuner.restore``; the MLflow client is created lazily in whichever process uses it.
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, sweep: str, train_root: str):
+    def __init__(
+        self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, sweep: str, train_root: str
+    ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -183,7 +189,9 @@ class TrialRecorderCallback(tune.Callback):
         self._logged_epochs[trial.trial_id].add(epoch)
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, epoch) for k in M.REPORTED_METRICS if k in result]
-        tags = [RunTag(TAGS.CHECKPOINT, str(result["checkpoint_path"]))] if result.get("checkpoint_path") else []
+        tags = (
+            [RunTag(TAGS.CHECKPOINT, str(result["checkpoint_path"]))] if result.get("checkpoint_path") else []
+        )
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

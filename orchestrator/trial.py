@@ -59,7 +59,12 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         resources["GPU"] = setup.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**config, "task": setup.task, "trial_id": trial_id, "trial_started_at": time.time()},
+        train_loop_config={
+            **config,
+            "task": setup.task,
+            "trial_id": trial_id,
+            "trial_started_at": time.time(),
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=setup.workers,
             use_gpu=setup.gpus_per_worker > 0,  # NCCL backend on GPU, gloo on CPU

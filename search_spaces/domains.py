@@ -8,7 +8,7 @@ model's layer count" and must be resolved with :func:`resolve_auto` before use.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,7 +16,7 @@ __all__ = ["AUTO", "Choice", "Domain", "IntRange", "LogUniform", "Uniform", "res
 
 AUTO = "auto"
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 class _Domain(BaseModel):
@@ -90,7 +90,7 @@ class Choice(_Domain):
         return list(self.values)
 
 
-Domain = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
+Domain = Annotated[LogUniform | Uniform | IntRange | Choice, Field(discriminator="type")]
 
 
 def resolve_auto(domain: _Domain, num_layers: int) -> _Domain:

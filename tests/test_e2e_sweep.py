@@ -22,8 +22,17 @@ from trainables.context import ContextEncoder
 from trainables.data import read_split
 from trainables.metrics import classification_metrics
 
-PER_EPOCH = ["eval_accuracy", "eval_f1_macro", "eval_loss", "train_loss", "trainable_params",
-             "startup_seconds", "epoch_seconds", "samples_per_second", "truncated_examples"]
+PER_EPOCH = [
+    "eval_accuracy",
+    "eval_f1_macro",
+    "eval_loss",
+    "train_loss",
+    "trainable_params",
+    "startup_seconds",
+    "epoch_seconds",
+    "samples_per_second",
+    "truncated_examples",
+]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +134,9 @@ def test_best_checkpoint_loads_and_reproduces_its_metric(sweep):
     confusion = torch.zeros((2, 2))
     loss = 0.0
     with torch.no_grad():
-        for ids, label in zip(encoder.encode(val.texts, split="validation").input_ids, val.labels, strict=True):
+        for ids, label in zip(
+            encoder.encode(val.texts, split="validation").input_ids, val.labels, strict=True
+        ):
             logits = model(input_ids=torch.tensor([ids])).logits
             loss += torch.nn.functional.cross_entropy(logits, torch.tensor([label]), reduction="sum").item()
             confusion[label, logits.argmax(-1).item()] += 1

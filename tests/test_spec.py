@@ -23,8 +23,14 @@ SHAPE_CASES = [
     ({"search__mode": "min"}, "search: mode 'min' would optimise eval_accuracy the wrong way; use mode: max"),
     ({"search__bogus": 1}, "search.bogus: unknown key"),
     ({"data__max_length": 4}, "data.max_length: Input should be greater than or equal to 8"),
-    ({"search__space__learning_rate": {"type": "logunif", "low": 1, "high": 2}}, "search.space.learning_rate.type: use one of"),
-    ({"search__space__learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-4}}, "low (0.001) must be < high"),
+    (
+        {"search__space__learning_rate": {"type": "logunif", "low": 1, "high": 2}},
+        "search.space.learning_rate.type: use one of",
+    ),
+    (
+        {"search__space__learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-4}},
+        "low (0.001) must be < high",
+    ),
     ({"search__space__dropout": {"type": "uniform", "low": 0, "high": 1}}, "'dropout' is not a train knob"),
     ({"train__learning_rate": 1e-4}, "train.learning_rate is also in search.space; keep it in one place"),
     ({"search__scheduler__grace_period": 5}, "grace_period (5) exceeds train.epochs (2)"),
@@ -53,14 +59,18 @@ def test_yaml_scientific_notation_is_coerced(tmp_path):
 
 
 def test_overrides_are_dotted_and_typed():
-    raw = apply_overrides({"search": {"num_trials": 12}}, ["search.num_trials=4", "train.epochs=1", "storage=null"])
+    raw = apply_overrides(
+        {"search": {"num_trials": 12}}, ["search.num_trials=4", "train.epochs=1", "storage=null"]
+    )
     assert raw == {"search": {"num_trials": 4}, "train": {"epochs": 1}, "storage": None}
     with pytest.raises(SpecError, match="expected KEY=VALUE"):
         apply_overrides({}, ["search.num_trials"])
 
 
 def test_default_mode_follows_metric():
-    spec = SweepSpec.model_validate({"name": "x", "data": {"train": "a.csv"}, "search": {"metric": "eval_loss"}})
+    spec = SweepSpec.model_validate(
+        {"name": "x", "data": {"train": "a.csv"}, "search": {"metric": "eval_loss"}}
+    )
     assert spec.search.mode == "min"
 
 
@@ -78,11 +88,20 @@ def test_resolve_fills_auto_and_coerces(tmp_path, data_dir):
 
 RESOLVE_CASES = [
     ({"data__train": "missing.csv"}, "data.train: file"),
-    ({"data__text_column": "body"}, "data.train: no column 'body'; set data.text_column to one of: text, label"),
+    (
+        {"data__text_column": "body"},
+        "data.train: no column 'body'; set data.text_column to one of: text, label",
+    ),
     ({"model": "builtin:nope"}, "model: unknown builtin 'builtin:nope'"),
     ({"model": "./no-such-dir"}, "model: directory ./no-such-dir does not exist"),
-    ({"search__space__freeze_layers": {"type": "int", "low": 0, "high": 5}}, "5 exceeds the model's 2 layers"),
-    ({"search__space__context_template": {"type": "choice", "values": ["plain", "nope"]}}, "search.space.context_template: unknown template 'nope'; define it under templates: or use a preset"),
+    (
+        {"search__space__freeze_layers": {"type": "int", "low": 0, "high": 5}},
+        "5 exceeds the model's 2 layers",
+    ),
+    (
+        {"search__space__context_template": {"type": "choice", "values": ["plain", "nope"]}},
+        "search.space.context_template: unknown template 'nope'; define it under templates: or use a preset",
+    ),
     ({"templates": {"task": "Review: {review}"}}, "templates.task"),
     ({"templates": {"task": "Review: {text.__class__}"}}, "templates.task"),
     ({"train__precision": "fp16"}, "precision: fp16 needs GPU workers"),
@@ -102,7 +121,9 @@ def test_resolve_errors(tmp_path, data_dir, overrides, expected):
 def test_bad_rows_are_named(tmp_path, data_dir):
     write_csv(data_dir / "dev.csv", [*review_rows(3), ("fine", "neutral")])
     lines = _errors(data_dir, sweep_dict())
-    assert any("data.validation row 4: label 'neutral' never occurs in data.train" in line for line in lines), lines
+    assert any(
+        "data.validation row 4: label 'neutral' never occurs in data.train" in line for line in lines
+    ), lines
     write_csv(data_dir / "train.csv", [*review_rows(5), ("   ", "positive")])
     lines = _errors(data_dir, sweep_dict())
     assert any("data.train row 6: empty or non-text 'text'" in line for line in lines), lines
@@ -114,7 +135,12 @@ def test_all_mistakes_reported_together(tmp_path, data_dir):
 
 
 def test_validate_cli_exit_codes(tmp_path, data_dir):
-    bad = write_sweep(data_dir, sweep_dict(data__text_column="body", search__space__freeze_layers={"type": "int", "low": 0, "high": 9}))
+    bad = write_sweep(
+        data_dir,
+        sweep_dict(
+            data__text_column="body", search__space__freeze_layers={"type": "int", "low": 0, "high": 9}
+        ),
+    )
     proc = cli("validate", str(bad), timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -26,20 +26,33 @@ class TrialStandIn:
 
 
 def _result(epoch: int, acc: float) -> dict:
-    return {"epoch": epoch, "eval_accuracy": acc, "eval_loss": 1 - acc, "checkpoint_path": f"/ck/epoch-{epoch:03d}"}
+    return {
+        "epoch": epoch,
+        "eval_accuracy": acc,
+        "eval_loss": 1 - acc,
+        "checkpoint_path": f"/ck/epoch-{epoch:03d}",
+    }
 
 
 def _open(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rec = SweepRecorder(uri, "exp", artifact_root=(tmp_path / "art").as_uri())
-    parent = rec.open_parent(sweep="exp", experiment_path="/runs/exp", params={"metric": "eval_accuracy"}, tags={})
-    cb = TrialRecorderCallback(uri, rec.experiment_id, parent, sweep="exp", train_root="/runs/exp/checkpoints")
+    parent = rec.open_parent(
+        sweep="exp", experiment_path="/runs/exp", params={"metric": "eval_accuracy"}, tags={}
+    )
+    cb = TrialRecorderCallback(
+        uri, rec.experiment_id, parent, sweep="exp", train_root="/runs/exp/checkpoints"
+    )
     return uri, rec, parent, cb
 
 
 def test_statuses_and_metrics(tmp_path):
     uri, rec, parent, cb = _open(tmp_path)
-    done, stopped, failed = TrialStandIn("a_1"), TrialStandIn("b_2"), TrialStandIn("c_3", error="Traceback\nValueError: boom")
+    done, stopped, failed = (
+        TrialStandIn("a_1"),
+        TrialStandIn("b_2"),
+        TrialStandIn("c_3", error="Traceback\nValueError: boom"),
+    )
     for t in (done, stopped, failed):
         cb.on_trial_start(0, [], t)
     for epoch in (1, 2, 3):
@@ -90,5 +103,7 @@ def test_resume_reattaches_without_duplicates(tmp_path):
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     steps = [m.step for m in MlflowClient(uri).get_metric_history(children[0].info.run_id, "eval_accuracy")]
     assert steps == [1, 2]
-    parents = MlflowClient(uri).search_runs([rec.experiment_id], filter_string=f"tags.`{TAGS.ROLE}` = 'sweep'")
+    parents = MlflowClient(uri).search_runs(
+        [rec.experiment_id], filter_string=f"tags.`{TAGS.ROLE}` = 'sweep'"
+    )
     assert len(parents) == 1

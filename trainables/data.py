@@ -56,12 +56,16 @@ def _load_table(source: str, field: str):  # -> pandas.DataFrame
         try:
             ds = datasets.load_dataset(name, config or None, split=split or "train")
         except Exception as exc:  # hub unreachable, unknown dataset, ...
-            raise DataError(f"{field}: cannot load {source} ({type(exc).__name__}); use a local file") from None
+            raise DataError(
+                f"{field}: cannot load {source} ({type(exc).__name__}); use a local file"
+            ) from None
         return ds.to_pandas()
     path = Path(source)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{field}: unsupported file type '{path.suffix}'; use .csv, .tsv, .json, .jsonl or .parquet")
+        raise DataError(
+            f"{field}: unsupported file type '{path.suffix}'; use .csv, .tsv, .json, .jsonl or .parquet"
+        )
     if not path.is_file():
         raise DataError(f"{field}: file {source} does not exist")
     kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
@@ -134,19 +138,25 @@ def prepare_splits(
     texts, raw = _columns(_load_table(train, "data.train"), "data.train", text_column, label_column)
     names = _sorted_names(raw)
     if len(names) < 2:
-        raise DataError(f"data.train: column '{label_column}' has a single label '{names[0]}'; need at least 2")
+        raise DataError(
+            f"data.train: column '{label_column}' has a single label '{names[0]}'; need at least 2"
+        )
     labels = _encode(raw, names, "data.train", label_column)
     if validation is None:
         n_val = max(1, round(len(texts) * validation_fraction))
         if n_val >= len(texts):
-            raise DataError(f"data.validation_fraction: {validation_fraction} leaves no training rows; lower it")
+            raise DataError(
+                f"data.validation_fraction: {validation_fraction} leaves no training rows; lower it"
+            )
         order = np.random.default_rng(seed).permutation(len(texts))
         val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
         train_split = Split([texts[i] for i in train_idx], [labels[i] for i in train_idx])
         val_split = Split([texts[i] for i in val_idx], [labels[i] for i in val_idx])
     else:
         train_split = Split(texts, labels)
-        v_texts, v_raw = _columns(_load_table(validation, "data.validation"), "data.validation", text_column, label_column)
+        v_texts, v_raw = _columns(
+            _load_table(validation, "data.validation"), "data.validation", text_column, label_column
+        )
         val_split = Split(v_texts, _encode(v_raw, names, "data.validation", label_column))
     test_split = None
     if test is not None:

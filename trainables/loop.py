@@ -73,7 +73,9 @@ def evaluate(model, examples, *, batch_size: int, pad_id: int, num_labels: int, 
             out = model(**batch)
         loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
         pred = out.logits.argmax(-1)
-        confusion.index_put_((batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True)
+        confusion.index_put_(
+            (batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
+        )
     _all_reduce(confusion)
     _all_reduce(loss_sum)
     model.train()
@@ -118,10 +120,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     resume = None
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            model = build_classifier(ckpt_dir, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed)
+            model = build_classifier(
+                ckpt_dir, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed
+            )
             resume = load_resume_state(ckpt_dir)
     else:
-        model = build_classifier(task.model, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed)
+        model = build_classifier(
+            task.model, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed
+        )
     freeze_bottom_layers(model, cfg.freeze_layers)
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1

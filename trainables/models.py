@@ -85,7 +85,9 @@ def resolve_source(source: str) -> str:
         name = source[len(BUILTIN_PREFIX) :]
         if name not in BUILTINS:
             known = ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
-            raise ModelSourceError(f"model: unknown builtin '{source}'; use one of {known}, a directory or a hub id")
+            raise ModelSourceError(
+                f"model: unknown builtin '{source}'; use one of {known}, a directory or a hub id"
+            )
         return BUILTINS[name]()
     path = Path(source).expanduser()
     if path.is_dir():
@@ -119,7 +121,9 @@ def num_layers(config: Any) -> int:
     """Number of transformer blocks (what ``freeze_layers: {high: auto}`` resolves to)."""
     n = getattr(config, "num_hidden_layers", None)
     if not isinstance(n, int):
-        raise ModelSourceError(f"model: {type(config).__name__} has no num_hidden_layers; set freeze_layers high")
+        raise ModelSourceError(
+            f"model: {type(config).__name__} has no num_hidden_layers; set freeze_layers high"
+        )
     return n
 
 
