@@ -187,6 +187,146 @@ def best(
 
 
 @app.command()
+def promote(
+    sweep: Annotated[str, typer.Option("--sweep", "-s", help="Sweep name (= MLflow experiment).")],
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", "-w", help="Work directory of the sweep.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="Promote this trial's best epoch instead.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registered model name [default: <sweep>-classifier].")
+    ] = None,
+    alias: Annotated[
+        str, typer.Option("--alias", help="Alias to point at the new version (moved if set).")
+    ] = "champion",
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Also write a self-contained model directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Register the best checkpoint (or --trial's) in MLflow, set --alias, optionally --export it."""
+    from orchestrator.promote import PromoteError
+    from orchestrator.promote import promote as run_promote
+
+    uri = _tracking_uri(workdir, tracking_uri)
+    try:
+        p = run_promote(uri, sweep=sweep, trial=trial, name=name, alias=alias, export=export)
+    except PromoteError as exc:
+        raise _bad(str(exc)) from None
+    c = p.candidate
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "name": p.name,
+                    "version": p.version,
+                    "alias": p.alias,
+                    "model_uri": f"models:/{p.name}@{p.alias}",
+                    "reused": p.reused,
+                    "trial_id": c.trial_id,
+                    "epoch": c.epoch,
+                    "checkpoint": c.checkpoint,
+                    "validation": p.validation,
+                    "test": p.test,
+                    "export": p.export_dir,
+                }
+            )
+        )
+        return
+    what = "already registered as" if p.reused else "registered as"
+    out.print(f"trial {c.trial_id} epoch {c.epoch} {what} [bold]{p.name}[/bold] version {p.version}")
+    moved = (
+        f" (moved from version {p.previous_alias_version})"
+        if p.previous_alias_version not in (None, p.version)
+        else ""
+    )
+    out.print(f"alias {p.alias} -> version {p.version}{moved}:  models:/{p.name}@{p.alias}")
+    out.print("validation " + "  ".join(f"{k}={v:.4f}" for k, v in p.validation.items()))
+    if p.test:
+        out.print("test       " + "  ".join(f"{k}={v:.4f}" for k, v in p.test.items()))
+    if p.export_dir:
+        out.print(f"exported to {p.export_dir}")
+    out.print(
+        f"serve: MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/{p.name}@{p.alias} --env-manager local -p 5001"
+    )
+
+
+@app.command()
+def predict(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="models:/NAME@ALIAS, a registry URI, or an export/checkpoint directory."
+        ),
+    ] = "",
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="CSV/TSV/JSON(L)/parquet with a 'text' column (or one column)."),
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", "-w", help="Work directory (its MLflow store).")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Classify texts with a promoted model or an exported directory (same context template as training)."""
+    import pandas as pd
+
+    if not model:
+        raise _bad("--model: required, e.g. --model models:/demo-classifier@champion or an export directory")
+    items = list(texts or [])
+    if file is not None:
+        items += _read_texts(file)
+    if not items:
+        raise _bad("no input: pass texts as arguments or --file")
+    if Path(model).is_dir():
+        from orchestrator.pyfunc_model import predictions_frame
+        from trainables.predictor import CheckpointError, TextClassifier
+
+        try:
+            clf = TextClassifier(model)
+        except CheckpointError as exc:
+            raise _bad(f"--model: {exc}") from None
+        frame = predictions_frame(clf.predict(items), clf.label_names)
+    else:
+        import mlflow
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _tracking_uri(workdir, None)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            loaded = mlflow.pyfunc.load_model(model)
+        except Exception as exc:
+            raise _bad(f"--model {model}: cannot load ({str(exc).splitlines()[0][:200]})") from None
+        frame = loaded.predict(pd.DataFrame({"text": items}))
+    if as_json:
+        for text, row in zip(items, frame.to_dict(orient="records"), strict=True):
+            print(json.dumps({"text": text, **row}))
+        return
+    table = Table()
+    for col in ["text", *frame.columns]:
+        table.add_column(col)
+    for text, row in zip(items, frame.itertuples(index=False), strict=True):
+        table.add_row(text, *[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    out.print(table)
+
+
+def _read_texts(path: Path) -> list[str]:
+    from trainables.data import DataError, _load_table
+
+    try:
+        df = _load_table(str(path), "--file")
+    except DataError as exc:
+        raise _bad(str(exc)) from None
+    column = "text" if "text" in df.columns else df.columns[0]
+    return [str(t) for t in df[column].tolist()]
+
+
+@app.command()
 def ui(
     workdir: Workdir = DEFAULT_WORKDIR,
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
@@ -216,7 +356,16 @@ def ui(
     )
 
 
+def _quiet_libraries() -> None:
+    """Progress bars and info logs of the libraries drown our output; errors still show."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app()
     except KeyboardInterrupt:

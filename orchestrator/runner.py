@@ -7,13 +7,11 @@ checkpoint, MLflow runs are re-attached); a finished one just prints its leaderb
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.selection import Candidate, best_per_trial, candidates
 from orchestrator.spec import ResourcesSpec, SpecError
-from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for
+from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import to_param_space
 from trainables.config import TaskConfig
@@ -122,16 +120,6 @@ def _git_commit(start: Path) -> str | None:
         return None
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    tags = {"python": platform.python_version()}
-    for pkg in ("ray", "torch", "transformers", "datasets", "optuna", "mlflow"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            tags[pkg] = md.version(pkg)
-    return {f"version.{k}": v for k, v in tags.items()}
-
-
 def _init_ray(verbose: bool) -> bool:
     """Connect to RAY_ADDRESS if set (e.g. inside a Ray Job), else start Ray on 127.0.0.1."""
     import ray
@@ -212,6 +200,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
     if not resuming:
         write_split(r.data.train, f"{data_dir}/train.parquet")
         write_split(r.data.validation, f"{data_dir}/validation.parquet")
+        if r.data.test is not None:  # only promotion reads it, never selection
+            write_split(r.data.test, f"{data_dir}/test.parquet")
         _write_text(f"{exp_path}/{SNAPSHOT}", json.dumps(snapshot, indent=2))
 
     started_ray = _init_ray(verbose)
@@ -226,7 +216,10 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
         recorder = SweepRecorder(
             r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
         )
-        tags = {**_versions(), "majority_rate": f"{r.data.majority_rate():.4f}"}
+        tags = {
+            **{f"version.{k}": v for k, v in library_versions().items()},
+            "majority_rate": f"{r.data.majority_rate():.4f}",
+        }
         tags.update({f"data.{k}.sha256": v for k, v in snapshot["data_sha256"].items()})
         commit = _git_commit(r.spec_path.parent)
         if commit:

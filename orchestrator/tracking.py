@@ -7,6 +7,9 @@ them. Everything goes through one ``MlflowClient``; worker code never imports ml
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata as md
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,18 @@ from ray import tune
 
 from search_spaces import objectives as M
 
-__all__ = ["SweepRecorder", "TrialRecorderCallback", "TAGS", "artifact_root_for"]
+__all__ = ["SweepRecorder", "TrialRecorderCallback", "TAGS", "artifact_root_for", "library_versions"]
+
+LIBRARIES = ("ray", "torch", "transformers", "datasets", "optuna", "mlflow", "safetensors")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a result depends on (recorded with sweeps and models)."""
+    out = {"python": platform.python_version()}
+    for pkg in LIBRARIES:
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[pkg] = md.version(pkg)
+    return out
 
 
 class TAGS:

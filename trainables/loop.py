@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from search_spaces import objectives as M
@@ -26,7 +25,7 @@ from trainables.context import ContextEncoder
 from trainables.data import read_split
 from trainables.device import autocast, grad_scaler, resolve_precision, train_device
 from trainables.freezing import count_trainable_parameters, freeze_bottom_layers
-from trainables.metrics import classification_metrics
+from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate
 from trainables.models import build_classifier, load_tokenizer
 
 __all__ = ["train_loop_per_worker"]
@@ -36,50 +35,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _collate(pad_id: int):
-    def collate(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-        labels = torch.tensor([label for _, label in batch])
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-    return collate
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
-@torch.no_grad()
-def evaluate(model, examples, *, batch_size: int, pad_id: int, num_labels: int, device, precision: str):
-    """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
-
-    Uses the unwrapped model so uneven shards need no DDP collective in forward.
-    """
-    model.eval()
-    confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for batch in DataLoader(examples, batch_size=batch_size, collate_fn=_collate(pad_id)):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(precision, device):
-            out = model(**batch)
-        loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
-        pred = out.logits.argmax(-1)
-        confusion.index_put_(
-            (batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
-        )
-    _all_reduce(confusion)
-    _all_reduce(loss_sum)
-    model.train()
-    return classification_metrics(confusion.cpu(), loss_sum.item())
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -138,7 +93,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batch_size=cfg.batch_size,
             shuffle=True,
             generator=generator,
-            collate_fn=_collate(tokenizer.pad_token_id),
+            collate_fn=collate(tokenizer.pad_token_id),
         )
     )
 
@@ -177,12 +132,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             seen += len(batch["labels"])
             loss_sum += loss.item() * len(batch["labels"])
         epoch_seconds = time.time() - t0
-        totals = _all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
+        totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
 
         metrics = evaluate(
             model,
             val_shard,
-            batch_size=cfg.batch_size * 2,
+            batch_size=eval_batch_size(cfg.batch_size),
             pad_id=tokenizer.pad_token_id,
             num_labels=len(task.label_names),
             device=device,

@@ -1,12 +1,47 @@
-"""Evaluation metrics from a confusion matrix (so they can be summed across ranks first)."""
+"""Evaluation: batching, metrics from a confusion matrix (summable across ranks), the eval pass.
+
+Training, promotion and prediction all evaluate through :func:`evaluate`, with the same
+batching, so a reloaded checkpoint reproduces the metric logged during the sweep exactly.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 from search_spaces import objectives as M
+from trainables.device import autocast
 
-__all__ = ["classification_metrics"]
+__all__ = ["all_reduce", "classification_metrics", "collate", "eval_batch_size", "evaluate"]
+
+
+def eval_batch_size(train_batch_size: int) -> int:
+    """Evaluation batch size (no gradients, so twice the training batch); one definition for all callers."""
+    return 2 * train_batch_size
+
+
+def collate(pad_id: int):
+    """Pad ``(input_ids, label)`` pairs to the longest in the batch (right padding + attention mask)."""
+
+    def collate_batch(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        labels = torch.tensor([label for _, label in batch])
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+    return collate_batch
+
+
+def all_reduce(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks when running distributed; identity otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
 
 
 def classification_metrics(confusion: torch.Tensor, loss_sum: float) -> dict[str, float]:
@@ -26,3 +61,27 @@ def classification_metrics(confusion: torch.Tensor, loss_sum: float) -> dict[str
         M.EVAL_F1_MACRO: f1[present].mean().item() if present.any() else 0.0,
         M.EVAL_LOSS: loss_sum / total if total else 0.0,
     }
+
+
+@torch.no_grad()
+def evaluate(model, examples, *, batch_size: int, pad_id: int, num_labels: int, device, precision: str):
+    """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
+
+    Pass the unwrapped model: uneven shards then need no DDP collective in forward.
+    """
+    model.eval()
+    confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for batch in DataLoader(examples, batch_size=batch_size, collate_fn=collate(pad_id)):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(precision, device):
+            out = model(**batch)
+        loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
+        pred = out.logits.argmax(-1)
+        confusion.index_put_(
+            (batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
+        )
+    all_reduce(confusion)
+    all_reduce(loss_sum)
+    model.train()
+    return classification_metrics(confusion.cpu(), loss_sum.item())

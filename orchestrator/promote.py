@@ -1,0 +1,313 @@
+"""Hand the chosen checkpoint to deployment: export directory + MLflow registered model + alias.
+
+Order of work, so that bad input never leaves anything half-registered:
+  1. choose the candidate (``orchestrator.selection``), check the checkpoint's integrity;
+  2. stage a self-contained export (weights, tokenizer, template, labels, demonstrations for
+     few-shot templates, model card), re-evaluate the validation split (must reproduce the
+     logged metric) and, if the sweep has ``data.test``, the test split once;
+  3. only then log the pyfunc model, register a version and move the alias.
+Promoting the same checkpoint under the same name again reuses its version (idempotent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from orchestrator.selection import Candidate, SelectionError, candidates, find_sweep_run
+from orchestrator.tracking import TAGS, library_versions
+from trainables.checkpoints import RESUME_FILE
+from trainables.data import read_split, write_split
+from trainables.predictor import DEMONSTRATIONS_FILE, CheckpointError, TextClassifier, check_checkpoint
+
+__all__ = ["PromoteError", "Promotion", "choose", "promote"]
+
+SERVING_LIBRARIES = ("torch", "transformers", "safetensors", "mlflow")  # what predict needs at run time
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+PACKAGE_DIRS = [Path(__file__).resolve().parents[1] / p for p in ("trainables", "search_spaces")]
+
+
+class PromoteError(ValueError):
+    """Bad input for promotion (exit code 2); nothing was registered."""
+
+
+@dataclass
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    candidate: Candidate
+    reused: bool
+    previous_alias_version: str | None
+    export_dir: str | None
+    validation: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+
+
+def choose(ranked: list[Candidate], trial: str | None) -> Candidate:
+    """The best candidate holding a checkpoint, or the best epoch of ``trial`` that holds one."""
+    rows = ranked
+    if trial is not None:
+        rows = [c for c in ranked if c.trial_id == trial]
+        if not rows:
+            known = ", ".join(sorted({c.trial_id for c in ranked}))
+            raise PromoteError(f"--trial {trial}: no such trial in this sweep; known: {known}")
+    with_checkpoint = [c for c in rows if c.checkpoint]
+    if not with_checkpoint:
+        what = f"trial {trial} ({rows[0].outcome or rows[0].status.lower()})" if trial else "no trial"
+        raise PromoteError(f"{what} holds no checkpoint to promote; pick another --trial")
+    return with_checkpoint[0]
+
+
+def _model_card(sweep: str, c: Candidate, sweep_run, val: dict, test: dict, info: dict, metric: str) -> str:
+    hp = "\n".join(f"| {k} | {v} |" for k, v in sorted(info["hyperparameters"].items()))
+    hashes = "\n".join(
+        f"- {k.removeprefix('data.').removesuffix('.sha256')}: `{v}`"
+        for k, v in sorted(sweep_run.data.tags.items())
+        if k.startswith("data.") and k.endswith(".sha256")
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+
+    def table(m: dict) -> str:
+        return "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(m.items())) or "| (none) | |"
+
+    return f"""# {info["model_source"]} fine-tuned: sweep `{sweep}`, trial `{c.trial_id}`, epoch {c.epoch}
+
+Text classifier with labels: {", ".join(info["label_names"])}. Selected by `{metric}` on the
+validation split over every epoch of every trial (MLflow run `{c.run_id}`, sweep run
+`{sweep_run.info.run_id}`).
+
+## Use
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained(".")
+tokenizer = AutoTokenizer.from_pretrained(".")
+```
+Inputs must be wrapped with the context template below (`trial.json` holds it; few-shot
+demonstrations come from `{DEMONSTRATIONS_FILE}` when present), as `orchestrator predict` does.
+
+## Context template `{info["template_name"]}`
+```json
+{json.dumps(info["template"], indent=2)}
+```
+max_length: {info["max_length"]}
+
+## Hyper-parameters
+| knob | value |
+|---|---|
+{hp}
+
+## Validation metrics (re-computed from these weights)
+| metric | value |
+|---|---|
+{table(val)}
+
+## Test metrics (held-out `data.test`, never used for selection)
+| metric | value |
+|---|---|
+{table(test)}
+
+## Data
+{hashes or "- (no file hashes recorded)"}
+
+## Library versions
+{versions}
+"""
+
+
+def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple[dict, dict, dict]:
+    """Copy the checkpoint into ``out`` (no optimizer state), evaluate, write the model card."""
+    try:
+        info = check_checkpoint(c.checkpoint)  # type: ignore[arg-type]
+    except CheckpointError as exc:
+        raise PromoteError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(c.checkpoint).iterdir():  # type: ignore[arg-type]
+        if f.is_file() and f.name != RESUME_FILE:
+            shutil.copy2(f, out / f.name)
+    data_dir = f"{sweep_run.data.tags[TAGS.EXPERIMENT_PATH]}/data"
+    if info["template"].get("shots", 0):
+        write_split(read_split(f"{data_dir}/train.parquet"), str(out / DEMONSTRATIONS_FILE))
+    classifier = TextClassifier(out)
+    val = classifier.evaluate(read_split(f"{data_dir}/validation.parquet"), name="validation")
+    test: dict[str, float] = {}
+    test_split = _read_optional(f"{data_dir}/test.parquet")
+    if test_split is not None:  # held-out: evaluated here, once per promoted checkpoint
+        scores = classifier.evaluate(test_split, name="test")
+        test = {k.replace("eval_", "test_"): v for k, v in scores.items()}
+    (out / "README.md").write_text(_model_card(sweep, c, sweep_run, val, test, info, metric))
+    return info, val, test
+
+
+def _read_optional(uri: str):
+    try:
+        return read_split(uri)
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def _find_version(client: MlflowClient, name: str, checkpoint: str):
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if mv.tags.get(TAGS.CHECKPOINT) == checkpoint and mv.status == "READY":
+            return mv
+    return None
+
+
+def _check_name(client: MlflowClient, name: str, sweep: str) -> None:
+    try:
+        model = client.get_registered_model(name)
+    except Exception:
+        return  # does not exist yet
+    owner = model.tags.get(TAGS.SWEEP)
+    if owner is not None and owner != sweep:
+        raise PromoteError(
+            f"--name {name}: registered model holds sweep '{owner}', not '{sweep}'; use another --name"
+        )
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except Exception:
+        return None
+
+
+def promote(
+    tracking_uri: str,
+    *,
+    sweep: str,
+    trial: str | None = None,
+    name: str | None = None,
+    alias: str = "champion",
+    export: str | Path | None = None,
+) -> Promotion:
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    name = name or f"{sweep}-classifier"
+    try:
+        sweep_run = find_sweep_run(client, sweep)
+        ranked = candidates(client, sweep_run)
+    except SelectionError as exc:
+        raise PromoteError(str(exc)) from None
+    chosen = choose(ranked, trial)
+    metric = sweep_run.data.params.get("metric", "eval_accuracy")
+    _check_name(client, name, sweep)
+    previous = _alias_version(client, name, alias)
+
+    staging = Path(tempfile.mkdtemp(prefix="promote-"))
+    try:
+        info, val, test = _stage(chosen, sweep, sweep_run, staging / "model", metric)
+        logged = chosen.metrics.get(metric)
+        if logged is not None and abs(val[metric] - logged) > 1e-6:
+            raise PromoteError(
+                f"checkpoint {chosen.checkpoint}: re-evaluated {metric}={val[metric]:.6f} but the sweep logged "
+                f"{logged:.6f}; the checkpoint does not match its run"
+            )
+        existing = _find_version(client, name, chosen.checkpoint)
+        if existing is not None:
+            version, reused = str(existing.version), True
+        else:
+            version, reused = (
+                _register(
+                    mlflow,
+                    client,
+                    tracking_uri,
+                    name,
+                    sweep,
+                    sweep_run,
+                    chosen,
+                    staging / "model",
+                    val,
+                    test,
+                    ModelSignature(
+                        inputs=Schema([ColSpec("string", "text")]),
+                        outputs=Schema(
+                            [ColSpec("string", "label"), ColSpec("double", "score")]
+                            + [ColSpec("double", f"score_{n}") for n in info["label_names"]]
+                        ),
+                    ),
+                ),
+                False,
+            )
+        client.set_registered_model_alias(name, alias, version)
+        if not test and existing is not None:
+            test = {
+                k.removeprefix("test."): float(v) for k, v in existing.tags.items() if k.startswith("test.")
+            }
+        export_dir = None
+        if export is not None:
+            export_dir = str(Path(export).resolve())
+            if Path(export_dir).exists():
+                shutil.rmtree(export_dir)
+            shutil.copytree(staging / "model", export_dir)
+        return Promotion(name, version, alias, chosen, reused, previous, export_dir, val, test)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _register(
+    mlflow, client, tracking_uri, name, sweep, sweep_run, c, model_dir, val, test, signature
+) -> str:
+    """Log the pyfunc model in a promotion run under the sweep and register it; undo on failure."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    run = client.create_run(
+        sweep_run.info.experiment_id,
+        run_name=f"promote-{c.trial_id}-epoch-{c.epoch}",
+        tags={
+            TAGS.PARENT: sweep_run.info.run_id,
+            TAGS.ROLE: "promotion",
+            TAGS.SWEEP: sweep,
+            TAGS.TRIAL_ID: c.trial_id,
+            TAGS.CHECKPOINT: c.checkpoint,
+        },
+    )
+    version = None
+    try:
+        with mlflow.start_run(run_id=run.info.run_id):
+            mlflow.log_params({"trial_id": c.trial_id, "epoch": c.epoch, "registered_model": name})
+            mlflow.log_metrics({f"validation_{k.removeprefix('eval_')}": v for k, v in val.items()})
+            if test:
+                mlflow.log_metrics(test)
+            model_info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_FILE),
+                artifacts={"model_dir": str(model_dir)},
+                code_paths=[str(p) for p in PACKAGE_DIRS],
+                signature=signature,
+                pip_requirements=[
+                    f"{pkg}=={v}" for pkg, v in library_versions().items() if pkg in SERVING_LIBRARIES
+                ]
+                + ["pandas", "pyarrow", "pydantic>=2"],
+            )
+        tags = {
+            TAGS.CHECKPOINT: c.checkpoint,
+            TAGS.TRIAL_ID: c.trial_id,
+            "sweep_run_id": sweep_run.info.run_id,
+            "trial_run_id": c.run_id,
+            "promotion_run_id": run.info.run_id,
+            "epoch": str(c.epoch),
+            **{f"validation.{k}": f"{v:.6f}" for k, v in val.items()},
+            **{f"test.{k}": f"{v:.6f}" for k, v in test.items()},
+        }
+        with contextlib.suppress(Exception):  # exists already (ownership checked before)
+            client.create_registered_model(name, tags={TAGS.SWEEP: sweep})
+        version = mlflow.register_model(model_info.model_uri, name, tags=tags).version
+        if test:  # the trial's own run shows its held-out score too
+            for k, v in test.items():
+                client.log_metric(c.run_id, k, v, step=c.epoch)
+        return str(version)
+    except Exception:
+        if version is not None:
+            client.delete_model_version(name, version)
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
