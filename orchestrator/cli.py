@@ -5,6 +5,7 @@ Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 failu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -86,7 +87,7 @@ def run(
         board = run_sweep(r, out, verbose=verbose)
     except SpecError as exc:
         raise _bad(exc.lines) from None
-    if not board:
+    if not board or r.spec.search.metric not in board[0].metrics:
         err.print("[red]no trial reported a result[/red]; re-run with --verbose to see worker logs")
         raise typer.Exit(1)
     _print_board(board, r.spec.search.metric, list(r.space))
@@ -113,9 +114,9 @@ def _print_board(board: list[Any], metric: str, searched: list[str], top: int | 
         table.add_row(
             str(i),
             c.trial_id,
-            str(c.epoch),
-            f"{c.metrics[metric]:.4f}",
-            f"{c.metrics.get(M.EVAL_LOSS, float('nan')):.4f}",
+            str(c.epoch or "-"),
+            f"{c.metrics[metric]:.4f}" if metric in c.metrics else "-",
+            f"{c.metrics[M.EVAL_LOSS]:.4f}" if M.EVAL_LOSS in c.metrics else "-",
             *params,
             c.outcome or c.status.lower(),
         )
@@ -150,8 +151,9 @@ def best(
 
     client = MlflowClient(_tracking_uri(workdir, tracking_uri))
     try:
-        sweep_run = find_sweep_run(client, sweep)
-        ranked = candidates(client, sweep_run)
+        with contextlib.redirect_stdout(sys.stderr):
+            sweep_run = find_sweep_run(client, sweep)
+            ranked = candidates(client, sweep_run)
     except SelectionError as exc:
         raise _bad(str(exc)) from None
     selectable = [c for c in ranked if c.checkpoint]
@@ -213,7 +215,8 @@ def promote(
 
     uri = _tracking_uri(workdir, tracking_uri)
     try:
-        p = run_promote(uri, sweep=sweep, trial=trial, name=name, alias=alias, export=export)
+        with contextlib.redirect_stdout(sys.stderr):  # libraries print links; stdout is ours (--json)
+            p = run_promote(uri, sweep=sweep, trial=trial, name=name, alias=alias, export=export)
     except PromoteError as exc:
         raise _bad(str(exc)) from None
     c = p.candidate
@@ -299,10 +302,12 @@ def predict(
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         try:
-            loaded = mlflow.pyfunc.load_model(model)
+            with contextlib.redirect_stdout(sys.stderr):
+                loaded = mlflow.pyfunc.load_model(model)
         except Exception as exc:
             raise _bad(f"--model {model}: cannot load ({str(exc).splitlines()[0][:200]})") from None
-        frame = loaded.predict(pd.DataFrame({"text": items}))
+        with contextlib.redirect_stdout(sys.stderr):
+            frame = loaded.predict(pd.DataFrame({"text": items}))
     if as_json:
         for text, row in zip(items, frame.to_dict(orient="records"), strict=True):
             print(json.dumps({"text": text, **row}))

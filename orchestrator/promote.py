@@ -113,7 +113,7 @@ max_length: {info["max_length"]}
 |---|---|
 {table(test)}
 
-## Data
+## Data files (sha256)
 {hashes or "- (no file hashes recorded)"}
 
 ## Library versions
@@ -173,7 +173,7 @@ def _check_name(client: MlflowClient, name: str, sweep: str) -> None:
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except Exception:
         return None
 

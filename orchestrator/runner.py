@@ -328,9 +328,12 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
 def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:
     lines = ["rank,trial_id,epoch,outcome," + metric + ",checkpoint"]
     for i, c in enumerate(board, 1):
-        lines.append(f"{i},{c.trial_id},{c.epoch},{c.outcome},{c.metrics[metric]:.6f},{c.checkpoint or ''}")
+        value = f"{c.metrics[metric]:.6f}" if metric in c.metrics else ""
+        lines.append(f"{i},{c.trial_id},{c.epoch},{c.outcome},{value},{c.checkpoint or ''}")
     recorder.client.log_text(parent_id, "\n".join(lines) + "\n", "leaderboard.csv")
     best = board[0]
+    if metric not in best.metrics:
+        return  # no trial reported an epoch
     recorder.client.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
     recorder.client.set_tag(parent_id, "best_trial_id", best.trial_id)
     recorder.client.set_tag(parent_id, "best_epoch", str(best.epoch))

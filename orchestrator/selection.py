@@ -6,7 +6,8 @@ Ranking, best first:
   2. a secondary metric (macro-F1 for accuracy, accuracy otherwise), better first;
   3. fewer trainable parameters (cheaper to fine-tune again);
   4. earlier epoch, then trial id (deterministic).
-A candidate is selectable only if its checkpoint directory still exists.
+A candidate is selectable only if its checkpoint directory still exists. Trials that never
+reported an epoch (failed early) are listed last with ``epoch == 0`` and no checkpoint.
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def candidates(client: MlflowClient, sweep_run) -> list[Candidate]:
                 continue
             for m in client.get_metric_history(run.info.run_id, key):
                 by_epoch.setdefault(int(m.step), {})[key] = m.value
-        for epoch, metrics in sorted(by_epoch.items()):
-            if metric not in metrics:
-                continue
+        rows = [(e, m) for e, m in sorted(by_epoch.items()) if metric in m] or [
+            (0, {})
+        ]  # listed, not selectable
+        for epoch, metrics in rows:
             out.append(
                 Candidate(
                     trial_id=run.data.tags.get(TAGS.TRIAL_ID, run.info.run_name),
@@ -102,14 +104,15 @@ def candidates(client: MlflowClient, sweep_run) -> list[Candidate]:
                     epoch=epoch,
                     metrics=metrics,
                     params=dict(run.data.params),
-                    checkpoint=_checkpoint_dir(run.data.tags.get(TAGS.TRAIN_RUN), epoch),
+                    checkpoint=_checkpoint_dir(run.data.tags.get(TAGS.TRAIN_RUN), epoch) if metrics else None,
                 )
             )
     sign = -1.0 if mode == "max" else 1.0
     second_sign = -1.0 if M.SELECTABLE_METRICS[second] == "max" else 1.0
     out.sort(
         key=lambda c: (
-            sign * c.metrics[metric],
+            metric not in c.metrics,  # trials that never reported an epoch go last
+            sign * c.metrics.get(metric, 0.0),
             second_sign * c.metrics.get(second, 0.0),
             c.metrics.get(M.TRAINABLE_PARAMS, 0.0),
             c.epoch,

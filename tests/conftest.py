@@ -72,3 +72,27 @@ def cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.C
     return subprocess.run(
         [str(exe), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory):
+    """One real sweep for the session: tiny BERT, 3 trials x 2 DDP workers, 3 epochs, ASHA.
+
+    Returns (sweep file, work directory, the finished `orchestrator run` process).
+    """
+    root = tmp_path_factory.mktemp("e2e")
+    write_csv(root / "train.csv", review_rows(48, seed=1))
+    write_csv(root / "dev.csv", review_rows(16, seed=2))
+    write_csv(root / "test.csv", review_rows(12, seed=3))
+    spec = sweep_dict(
+        name="e2e",
+        resources={"workers_per_trial": 2, "cpus_per_worker": 0.5},
+        search__scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
+    spec["data"]["test"] = "test.csv"
+    spec["train"]["epochs"] = 3
+    path = write_sweep(root, spec)
+    workdir = root / "work"
+    proc = cli("run", str(path), "--workdir", str(workdir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return path, workdir, proc

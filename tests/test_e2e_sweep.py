@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.tracking import TAGS
 from search_spaces.presets import resolve_template
-from tests.conftest import cli, sweep_dict, write_sweep
+from tests.conftest import cli
 from trainables.checkpoints import read_trial_info
 from trainables.context import ContextEncoder
 from trainables.data import read_split
@@ -33,26 +33,6 @@ PER_EPOCH = [
     "samples_per_second",
     "truncated_examples",
 ]
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    from tests.conftest import review_rows, write_csv
-
-    root = tmp_path_factory.mktemp("e2e")
-    write_csv(root / "train.csv", review_rows(48, seed=1))
-    write_csv(root / "dev.csv", review_rows(16, seed=2))
-    spec = sweep_dict(
-        name="e2e",
-        resources={"workers_per_trial": 2, "cpus_per_worker": 0.5},
-        search__scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
-    )
-    spec["train"]["epochs"] = 3
-    path = write_sweep(root, spec)
-    workdir = root / "work"
-    proc = cli("run", str(path), "--workdir", str(workdir))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return path, workdir, proc
 
 
 def _client(workdir: Path) -> MlflowClient:

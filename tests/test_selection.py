@@ -1,0 +1,98 @@
+"""Selection over every recorded epoch, with documented tie-breaks, on a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from orchestrator.promote import PromoteError, choose
+from orchestrator.selection import candidates, find_sweep_run
+from orchestrator.tracking import SweepRecorder, TrialRecorderCallback
+
+
+@dataclass
+class TrialStandIn:
+    trial_id: str
+    config: dict = field(default_factory=lambda: {"epochs": 3})
+    last_result: dict | None = None
+
+    def get_error(self):
+        return "RuntimeError: worker died"
+
+
+def _record(tmp_path: Path, trials: dict[str, list[dict]], *, metric="eval_accuracy", mode="max", failed=()):
+    """Write a sweep with one child per trial; each dict is one epoch's metrics."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rec = SweepRecorder(uri, "sel", artifact_root=(tmp_path / "art").as_uri())
+    parent = rec.open_parent(
+        sweep="sel",
+        experiment_path=str(tmp_path / "runs" / "sel"),
+        params={"metric": metric, "mode": mode},
+        tags={},
+    )
+    root = tmp_path / "runs" / "sel" / "checkpoints"
+    cb = TrialRecorderCallback(uri, rec.experiment_id, parent, sweep="sel", train_root=str(root))
+    for trial_id, epochs in trials.items():
+        trial = TrialStandIn(trial_id)
+        cb.on_trial_start(0, [], trial)
+        for epoch, metrics in enumerate(epochs, 1):
+            (root / f"train-{trial_id}" / f"epoch-{epoch:03d}").mkdir(parents=True)
+            cb.on_trial_result(0, [], trial, {"epoch": epoch, **metrics})
+        trial.last_result = {"epoch": len(epochs)}
+        cb.on_trial_complete(0, [], trial)
+    for trial_id in failed:
+        trial = TrialStandIn(trial_id)
+        cb.on_trial_start(0, [], trial)
+        cb.on_trial_error(0, [], trial)
+    rec.close("FINISHED")
+    client = rec.client
+    return client, candidates(client, find_sweep_run(client, "sel")), root
+
+
+def m(acc, f1=0.5, params=1000, loss=0.5):
+    return {"eval_accuracy": acc, "eval_f1_macro": f1, "trainable_params": params, "eval_loss": loss}
+
+
+def test_best_epoch_is_not_the_last_epoch(tmp_path):
+    _, ranked, _ = _record(tmp_path, {"a": [m(0.6), m(0.9), m(0.7)], "b": [m(0.8), m(0.85)]})
+    assert (ranked[0].trial_id, ranked[0].epoch) == ("a", 2)
+    assert ranked[0].checkpoint.endswith("train-a/epoch-002")
+    assert [(c.trial_id, c.epoch) for c in ranked[1:3]] == [("b", 2), ("b", 1)]
+
+
+TIE_CASES = [
+    ("secondary metric", {"a": [m(0.8, f1=0.70)], "b": [m(0.8, f1=0.75)]}, ("b", 1)),
+    ("fewer trainable params", {"a": [m(0.8, params=900)], "b": [m(0.8, params=500)]}, ("b", 1)),
+    ("earlier epoch", {"a": [m(0.5), m(0.8), m(0.8)]}, ("a", 2)),
+    ("trial id", {"b": [m(0.8)], "a": [m(0.8)]}, ("a", 1)),
+]
+
+
+@pytest.mark.parametrize(("case", "trials", "expected"), TIE_CASES, ids=[c[0] for c in TIE_CASES])
+def test_tie_breaks(tmp_path, case, trials, expected):
+    _, ranked, _ = _record(tmp_path, trials)
+    assert (ranked[0].trial_id, ranked[0].epoch) == expected
+
+
+def test_min_mode_and_accuracy_as_secondary(tmp_path):
+    trials = {"a": [m(0.7, loss=0.3)], "b": [m(0.9, loss=0.3)], "c": [m(0.99, loss=0.4)]}
+    _, ranked, _ = _record(tmp_path, trials, metric="eval_loss", mode="min")
+    assert [c.trial_id for c in ranked] == ["b", "a", "c"]
+
+
+def test_failed_and_checkpointless_trials_are_listed_but_not_chosen(tmp_path):
+    client, ranked, root = _record(tmp_path, {"a": [m(0.9)], "b": [m(0.7)]}, failed=["z"])
+    assert ranked[-1].trial_id == "z" and ranked[-1].epoch == 0 and ranked[-1].checkpoint is None
+    assert ranked[-1].outcome == "failed"
+    (root / "train-a" / "epoch-001").rmdir()  # the best checkpoint is gone (deleted by hand)
+    ranked = candidates(client, find_sweep_run(client, "sel"))
+    assert ranked[0].trial_id == "a" and ranked[0].checkpoint is None
+    assert choose(ranked, None).trial_id == "b"
+    with pytest.raises(PromoteError, match="trial a .* holds no checkpoint"):
+        choose(ranked, "a")
+    with pytest.raises(PromoteError, match="trial z .* holds no checkpoint"):
+        choose(ranked, "z")
+    with pytest.raises(PromoteError, match="no such trial in this sweep; known: a, b, z"):
+        choose(ranked, "nope")
