@@ -133,6 +133,132 @@ def _tracking_uri(workdir: Path | None, tracking_uri: str | None) -> str:
 
 
 @app.command()
+def submit(
+    spec: Annotated[Path, typer.Argument(help="Sweep file (YAML).")],
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray dashboard, e.g. http://127.0.0.1:8265.")
+    ] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override KEY=VALUE (dotted), repeatable.")] = [],  # noqa: B006
+    remote_workdir: Annotated[
+        str, typer.Option("--remote-workdir", help="Work directory on the head node.")
+    ] = "$HOME/orchestrator-work",
+    ship_code: Annotated[
+        bool,
+        typer.Option(
+            "--ship-code/--installed-code",
+            help="Upload this project's packages with the job, or use the cluster's installed ones.",
+        ),
+    ] = True,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Stream the job's logs until it ends; exit with its result.")
+    ] = False,
+) -> None:
+    """Validate the sweep here, then run it on a Ray cluster as a Ray Job."""
+    from orchestrator.jobs import JobsError
+    from orchestrator.jobs import submit as submit_job
+
+    r = _load(spec, set_, DEFAULT_WORKDIR)
+    try:
+        jobs, job_id = submit_job(r, address=address, remote_workdir=remote_workdir, ship_code=ship_code)
+    except JobsError as exc:
+        raise _bad(str(exc)) from None
+    addr = address or os.environ.get("RAY_ADDRESS", "")
+    out.print(f"submitted [bold]{job_id}[/bold] (sweep {r.spec.name}) to {addr}")
+    out.print(f"follow:  orchestrator jobs logs {job_id} --follow --address {addr}")
+    where = r.spec.tracking.uri or f"sqlite:///{remote_workdir}/{r.spec.name}/mlflow.db on the head"
+    out.print(
+        f"results: MLflow {where}, experiment '{r.spec.name}'; checkpoints under {r.spec.storage or 'the head work directory'}"
+    )
+    if follow:
+        raise typer.Exit(_follow(jobs, job_id))
+
+
+def _follow(jobs: Any, job_id: str) -> int:
+    import asyncio
+
+    from ray.job_submission import JobStatus
+
+    async def tail() -> None:
+        async for lines in jobs.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(tail())
+    status = jobs.get_job_status(job_id)
+    out.print(f"job {job_id}: {status}")
+    return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+jobs_app = typer.Typer(help="Ray Jobs on the cluster: list, status, logs, stop.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+Address = Annotated[str | None, typer.Option("--address", help="Ray dashboard address (or RAY_ADDRESS).")]
+
+
+def _jobs(address: str | None):
+    from orchestrator.jobs import JobsError, client
+
+    try:
+        return client(address)
+    except JobsError as exc:
+        raise _bad(str(exc)) from None
+
+
+@jobs_app.command("list")
+def jobs_list(address: Address = None) -> None:
+    """All jobs with their status and sweep."""
+    table = Table()
+    for col in ["job", "status", "sweep", "entrypoint"]:
+        table.add_column(col)
+    for job in _jobs(address).list_jobs():
+        table.add_row(
+            job.submission_id or job.job_id or "",
+            str(job.status),
+            (job.metadata or {}).get("sweep", ""),
+            job.entrypoint[:60],
+        )
+    out.print(table)
+
+
+@jobs_app.command("status")
+def jobs_status(
+    job: Annotated[str, typer.Argument(help="Job (submission) id.")], address: Address = None
+) -> None:
+    """Status of one job."""
+    try:
+        info = _jobs(address).get_job_info(job)
+    except RuntimeError as exc:
+        raise _bad(f"job {job}: {str(exc).splitlines()[0]}") from None
+    out.print(f"{job}: {info.status}" + (f" ({info.message})" if info.message else ""))
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job: Annotated[str, typer.Argument(help="Job (submission) id.")],
+    address: Address = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends.")] = False,
+) -> None:
+    """Logs of one job."""
+    jobs = _jobs(address)
+    if follow:
+        raise typer.Exit(_follow(jobs, job))
+    try:
+        print(jobs.get_job_logs(job), end="")
+    except RuntimeError as exc:
+        raise _bad(f"job {job}: {str(exc).splitlines()[0]}") from None
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    job: Annotated[str, typer.Argument(help="Job (submission) id.")], address: Address = None
+) -> None:
+    """Stop a running job (its sweep can be resumed by submitting it again)."""
+    try:
+        stopped = _jobs(address).stop_job(job)
+    except RuntimeError as exc:
+        raise _bad(f"job {job}: {str(exc).splitlines()[0]}") from None
+    out.print(f"{job}: {'stop requested' if stopped else 'already finished'}")
+
+
+@app.command()
 def best(
     sweep: Annotated[str, typer.Option("--sweep", "-s", help="Sweep name (= MLflow experiment).")],
     workdir: Annotated[

@@ -58,6 +58,49 @@ def auto_concurrency(cluster: dict[str, float], res: ResourcesSpec, num_trials: 
     return max(1, min(limit, num_trials))
 
 
+SHARED_FILESYSTEMS = (
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "lustre",
+    "ceph",
+    "glusterfs",
+    "fuse",
+    "9p",
+    "virtiofs",
+    "gpfs",
+    "beegfs",
+)
+
+
+def _filesystem_type(path: str) -> str:
+    """The fstype of the mount holding ``path`` (from /proc/mounts; "" where unknown)."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return ""
+    path = str(Path(path).resolve())
+    best = max(
+        (m for m in mounts if path == m[0] or path.startswith(m[0].rstrip("/") + "/")),
+        key=lambda m: len(m[0]),
+        default=None,
+    )
+    return best[1] if best else ""
+
+
+def check_shared_storage(storage: str, node_hosts: set[str]) -> None:
+    """Refuse node-local checkpoint storage when the cluster spans several machines."""
+    if "://" in storage or len(node_hosts) <= 1:
+        return
+    fstype = _filesystem_type(storage)
+    if not fstype.startswith(SHARED_FILESYSTEMS):
+        raise SpecError(
+            f"storage: {storage} is local to this node ({fstype or 'unknown filesystem'}) but the cluster spans "
+            f"{len(node_hosts)} machines; set storage to s3://..., gs://... or a shared (NFS/EFS) mount"
+        )
+
+
 def _local_resources() -> dict[str, float]:
     gpus = 0
     try:
@@ -130,9 +173,12 @@ def _init_ray(verbose: bool) -> bool:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our ProgressCallback prints instead of Tune's tables
     env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "TOKENIZERS_PARALLELISM": "false"}}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=env, log_to_driver=verbose, logging_level=logging.WARNING)
+        # Inside a Ray Job (or attached to a cluster): the job's runtime_env already applies;
+        # passing another one would conflict with it.
+        ray.init(log_to_driver=verbose, logging_level=logging.WARNING)
     else:
         ray.init(
+            address="local",  # the embedded default: never attach to some other `ray start` cluster
             include_dashboard=True,  # Train V2's placement-group cleaner relies on the state API
             dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
@@ -208,6 +254,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
     import ray
 
     try:
+        check_shared_storage(r.storage, {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
         concurrency = (
             auto_concurrency(ray.cluster_resources(), spec.resources, search.num_trials)
             if search.max_concurrent_trials == "auto"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.selection import candidates, find_sweep_run
-from tests.conftest import cli
+from tests.conftest import cli, free_port, stop_group, wait_for_http
 
 TEXTS = [
     "The battery is excellent, but the screen is awful.",
@@ -159,15 +156,9 @@ def test_corrupt_checkpoint_is_refused_and_nothing_registered(promoted):
     assert client.search_model_versions("name = 'e2e-corrupt'") == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_http(promoted):
     workdir, export, _ = promoted
-    port = _free_port()
+    port = free_port()
     mlflow_exe = str(Path(sys.executable).with_name("mlflow"))
     server = subprocess.Popen(
         [
@@ -194,16 +185,7 @@ def test_mlflow_models_serve_answers_http(promoted):
         start_new_session=True,  # its own process group: we stop exactly what we started
     )
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert server.poll() is None, "mlflow models serve exited"
-                assert time.time() < deadline, "server did not come up"
-                time.sleep(1)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server, "mlflow models serve")
         body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
@@ -211,9 +193,7 @@ def test_mlflow_models_serve_answers_http(promoted):
         with urllib.request.urlopen(request, timeout=60) as r:
             served = json.loads(r.read())["predictions"]
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        stop_group(server)
     local = [
         json.loads(line)
         for line in cli("predict", "--model", str(export), "--json", *TEXTS).stdout.splitlines()

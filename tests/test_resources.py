@@ -47,3 +47,14 @@ def test_precision_rules_on_cpu():
     assert out.dtype == torch.bfloat16
     with autocast("fp32", cpu):
         assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
+
+
+def test_node_local_storage_is_refused_on_a_multi_machine_cluster(tmp_path):
+    from orchestrator.runner import check_shared_storage
+
+    check_shared_storage(str(tmp_path), {"10.0.0.1"})  # one machine: local disk is fine
+    check_shared_storage("s3://bucket/sweeps", {"10.0.0.1", "10.0.0.2"})
+    with pytest.raises(
+        SpecError, match=r"storage: .* is local to this node .* spans 2 machines; set storage to s3://"
+    ):
+        check_shared_storage(str(tmp_path), {"10.0.0.1", "10.0.0.2"})

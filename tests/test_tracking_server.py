@@ -7,63 +7,15 @@ server URI alone (artifacts proxied by the server, registry in its backend store
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import cli, review_rows, sweep_dict, write_csv, write_sweep
-from tests.test_promote import TEXTS, _free_port
+from tests.test_promote import TEXTS
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert proc.poll() is None, "mlflow server exited"
-                assert time.time() < deadline, "mlflow server did not come up"
-                time.sleep(1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-def test_sweep_best_promote_predict_via_server(server, tmp_path):
+def test_sweep_best_promote_predict_via_server(mlflow_server, tmp_path):
+    server = mlflow_server
     write_csv(tmp_path / "train.csv", review_rows(32, seed=4))
     write_csv(tmp_path / "dev.csv", review_rows(12, seed=5))
     spec = sweep_dict(name="srv", search__scheduler={"type": "fifo"})
