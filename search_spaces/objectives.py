@@ -21,6 +21,7 @@ STARTUP_SECONDS = "startup_seconds"  # trial start (worker entry) to the first o
 EPOCH_SECONDS = "epoch_seconds"
 SAMPLES_PER_SECOND = "samples_per_second"  # training samples per wall second, summed over workers
 TRUNCATED_EXAMPLES = "truncated_examples"  # examples whose context was cut to fit max_length
+RESUMED_FROM_EPOCH = "resumed_from_epoch"  # epoch of the checkpoint this run resumed from; 0 = never resumed
 
 # metric -> the mode that makes it better
 SELECTABLE_METRICS: dict[str, str] = {
@@ -40,4 +41,5 @@ REPORTED_METRICS: tuple[str, ...] = (
     EPOCH_SECONDS,
     SAMPLES_PER_SECOND,
     TRUNCATED_EXAMPLES,
+    RESUMED_FROM_EPOCH,
 )

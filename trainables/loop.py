@@ -152,6 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 M.EPOCH_SECONDS: epoch_seconds,
                 M.SAMPLES_PER_SECOND: totals[0] / max(epoch_seconds, 1e-9),
                 M.TRUNCATED_EXAMPLES: truncated,
+                M.RESUMED_FROM_EPOCH: start_epoch,
             }
         )
 
