@@ -447,10 +447,10 @@ def predict(
 
 
 def _read_texts(path: Path) -> list[str]:
-    from trainables.data import DataError, _load_table
+    from trainables.data import DataError, load_table
 
     try:
-        df = _load_table(str(path), "--file")
+        df = load_table(str(path), "--file")
     except DataError as exc:
         raise _bad(str(exc)) from None
     column = "text" if "text" in df.columns else df.columns[0]

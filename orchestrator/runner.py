@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import subprocess
 from pathlib import Path
@@ -19,97 +18,20 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from orchestrator.cluster import LOCAL_DRIVER_SLOTS, auto_concurrency, check_shared_storage, local_resources
 from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.selection import Candidate, best_per_trial, candidates
-from orchestrator.spec import ResourcesSpec, SpecError
+from orchestrator.spec import SpecError
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import to_param_space
 from trainables.config import TaskConfig
 from trainables.data import file_sha256, write_split
 
-__all__ = ["auto_concurrency", "run_sweep"]
+__all__ = ["run_sweep"]
 
 SNAPSHOT = "orchestrator-sweep.json"
-LOCAL_DRIVER_SLOTS = 10_000.0
-
-
-def auto_concurrency(cluster: dict[str, float], res: ResourcesSpec, num_trials: int) -> int:
-    """How many trials can train at once without their Train runs waiting on each other.
-
-    Counts the workers' CPUs/GPUs and, where drivers are not on ``DRIVER_RESOURCE``, the
-    drivers' own CPU share too (Tune's accounting sees only the drivers).
-    """
-    driver_cpu = driver_resources(cluster).get("cpu", 0)
-    per_trial_cpu = res.workers_per_trial * res.cpus_per_worker
-    limit = math.floor(cluster.get("CPU", 0) / (per_trial_cpu + driver_cpu) + 1e-9)
-    if res.gpus_per_worker:
-        limit = min(
-            limit, math.floor(cluster.get("GPU", 0) / (res.workers_per_trial * res.gpus_per_worker) + 1e-9)
-        )
-    if limit < 1:
-        have = ", ".join(f"{k}={v:g}" for k, v in sorted(cluster.items()) if k in ("CPU", "GPU")) or "nothing"
-        raise SpecError(
-            f"resources: one trial needs {per_trial_cpu:g} CPU and "
-            f"{res.workers_per_trial * res.gpus_per_worker:g} GPU but the cluster has {have}; "
-            "lower resources.workers_per_trial / cpus_per_worker / gpus_per_worker"
-        )
-    return max(1, min(limit, num_trials))
-
-
-SHARED_FILESYSTEMS = (
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-    "lustre",
-    "ceph",
-    "glusterfs",
-    "fuse",
-    "9p",
-    "virtiofs",
-    "gpfs",
-    "beegfs",
-)
-
-
-def _filesystem_type(path: str) -> str:
-    """The fstype of the mount holding ``path`` (from /proc/mounts; "" where unknown)."""
-    try:
-        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
-    except OSError:
-        return ""
-    path = str(Path(path).resolve())
-    best = max(
-        (m for m in mounts if path == m[0] or path.startswith(m[0].rstrip("/") + "/")),
-        key=lambda m: len(m[0]),
-        default=None,
-    )
-    return best[1] if best else ""
-
-
-def check_shared_storage(storage: str, node_hosts: set[str]) -> None:
-    """Refuse node-local checkpoint storage when the cluster spans several machines."""
-    if "://" in storage or len(node_hosts) <= 1:
-        return
-    fstype = _filesystem_type(storage)
-    if not fstype.startswith(SHARED_FILESYSTEMS):
-        raise SpecError(
-            f"storage: {storage} is local to this node ({fstype or 'unknown filesystem'}) but the cluster spans "
-            f"{len(node_hosts)} machines; set storage to s3://..., gs://... or a shared (NFS/EFS) mount"
-        )
-
-
-def _local_resources() -> dict[str, float]:
-    gpus = 0
-    try:
-        import torch
-
-        gpus = torch.cuda.device_count()
-    except Exception:
-        pass
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus), DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}
 
 
 def _fingerprint(r: ResolvedSweep) -> dict[str, Any]:
@@ -240,7 +162,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
     local = not os.environ.get("RAY_ADDRESS")
     search = spec.search
     if local and search.max_concurrent_trials == "auto":
-        auto_concurrency(_local_resources(), spec.resources, search.num_trials)
+        auto_concurrency(local_resources(), spec.resources, search.num_trials)
 
     data_dir = f"{exp_path}/data"
     if not resuming:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.runner import auto_concurrency
+from orchestrator.cluster import auto_concurrency
 from orchestrator.spec import ResourcesSpec, SpecError
 from orchestrator.trial import DRIVER_RESOURCE, driver_resources
 from trainables.device import autocast, grad_scaler, resolve_precision
@@ -50,7 +50,7 @@ def test_precision_rules_on_cpu():
 
 
 def test_node_local_storage_is_refused_on_a_multi_machine_cluster(tmp_path):
-    from orchestrator.runner import check_shared_storage
+    from orchestrator.cluster import check_shared_storage
 
     check_shared_storage(str(tmp_path), {"10.0.0.1"})  # one machine: local disk is fine
     check_shared_storage("s3://bucket/sweeps", {"10.0.0.1", "10.0.0.2"})

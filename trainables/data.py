@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "PreparedData", "Split", "file_sha256", "prepare_splits", "read_split", "write_split"]
+__all__ = [
+    "DataError",
+    "PreparedData",
+    "Split",
+    "file_sha256",
+    "load_table",
+    "prepare_splits",
+    "read_split",
+    "write_split",
+]
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -45,7 +54,7 @@ class PreparedData:
         return float(np.mean(np.asarray(self.validation.labels) == majority))
 
 
-def _load_table(source: str, field: str):  # -> pandas.DataFrame
+def load_table(source: str, field: str):  # -> pandas.DataFrame
     import datasets
 
     datasets.disable_progress_bars()
@@ -135,7 +144,7 @@ def prepare_splits(
     Without a validation file, ``validation_fraction`` of the training rows (at least one per
     run) is held out by a seeded permutation, so the split depends only on the file and seed.
     """
-    texts, raw = _columns(_load_table(train, "data.train"), "data.train", text_column, label_column)
+    texts, raw = _columns(load_table(train, "data.train"), "data.train", text_column, label_column)
     names = _sorted_names(raw)
     if len(names) < 2:
         raise DataError(
@@ -155,12 +164,12 @@ def prepare_splits(
     else:
         train_split = Split(texts, labels)
         v_texts, v_raw = _columns(
-            _load_table(validation, "data.validation"), "data.validation", text_column, label_column
+            load_table(validation, "data.validation"), "data.validation", text_column, label_column
         )
         val_split = Split(v_texts, _encode(v_raw, names, "data.validation", label_column))
     test_split = None
     if test is not None:
-        t_texts, t_raw = _columns(_load_table(test, "data.test"), "data.test", text_column, label_column)
+        t_texts, t_raw = _columns(load_table(test, "data.test"), "data.test", text_column, label_column)
         test_split = Split(t_texts, _encode(t_raw, names, "data.test", label_column))
     return PreparedData(names, train_split, val_split, test_split)
 
