@@ -84,9 +84,13 @@ def run(
     r = _load(spec, set_, workdir)
     r.workdir.mkdir(parents=True, exist_ok=True)
     try:
-        board = run_sweep(r, out, verbose=verbose)
+        outcome = run_sweep(r, out, verbose=verbose)
     except SpecError as exc:
         raise _bad(exc.lines) from None
+    board = outcome.board
+    if outcome.status == "KILLED":
+        err.print("interrupted: unfinished trials are saved; re-run the same command to resume")
+        raise typer.Exit(130)
     if not board or r.spec.search.metric not in board[0].metrics:
         err.print("[red]no trial reported a result[/red]; re-run with --verbose to see worker logs")
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from orchestrator.tune_space import to_param_space
 from trainables.config import TaskConfig
 from trainables.data import file_sha256, write_split
 
-__all__ = ["run_sweep"]
+__all__ = ["SweepOutcome", "run_sweep"]
 
 SNAPSHOT = "orchestrator-sweep.json"
 
@@ -136,8 +137,14 @@ def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
     return params
 
 
-def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> list[Candidate]:
-    """Run or resume the sweep; return the per-trial leaderboard (best first)."""
+@dataclass
+class SweepOutcome:
+    status: str  # the parent run's final MLflow status: FINISHED, KILLED (interrupted) or FAILED
+    board: list[Candidate]  # each trial's best epoch, best first
+
+
+def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> SweepOutcome:
+    """Run or resume the sweep; return its status and per-trial leaderboard."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -280,7 +287,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
         status = "FAILED"
         try:
             results = tuner.fit()
-            unfinished = [res for res in results if res.metrics is None and res.error is None]
+            # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted.
+            unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < search.num_trials
             errors = [res for res in results if res.error is not None]
             status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
         finally:
@@ -288,7 +296,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> l
             if board:
                 _record_leaderboard(recorder, parent_id, board, search.metric)
             recorder.close(status)
-        return board
+        return SweepOutcome(status, board)
     finally:
         if started_ray:
             ray.shutdown()

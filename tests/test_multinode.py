@@ -53,7 +53,7 @@ def test_trial_resumes_after_node_loss(tmp_path):
 
     def sweep() -> None:
         try:
-            outcome["board"] = run_sweep(resolved, Console(file=io.StringIO()))
+            outcome["result"] = run_sweep(resolved, Console(file=io.StringIO()))
         except BaseException as exc:  # surfaced by the assertions below
             outcome["error"] = exc
 
@@ -91,6 +91,7 @@ def test_trial_resumes_after_node_loss(tmp_path):
         cluster.shutdown()
 
     assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].status == "FINISHED"
     runs = client.search_runs([client.get_experiment_by_name("nodeloss").experiment_id])
     children = [r for r in runs if r.data.tags["orchestrator.role"] == "trial"]
     assert len(children) == 1 and all(r.info.status == "FINISHED" for r in runs)
