@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from search_spaces import objectives as M
 from search_spaces.presets import resolve_template
-from trainables.checkpoints import load_resume_state, save_checkpoint
+from trainables.checkpoints import load_resume_state, read_trial_info, save_checkpoint
 from trainables.config import TrainConfig
 from trainables.context import ContextEncoder
 from trainables.data import read_split
@@ -72,13 +72,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Model: resume from the latest checkpoint Ray hands us, else build fresh; freeze before DDP wrap.
     checkpoint = ray.train.get_checkpoint()
-    resume = None
+    resume, resumed_metrics = None, None
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             model = build_classifier(
                 ckpt_dir, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed
             )
             resume = load_resume_state(ckpt_dir)
+            resumed_metrics = read_trial_info(ckpt_dir).get("metrics")
     else:
         model = build_classifier(
             task.model, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed
@@ -109,6 +110,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         start_epoch = int(resume["epoch"])
+
+    if resumed_metrics is not None:
+        # The report of this checkpoint may not have reached Tune before the failure (or Ctrl-C);
+        # repeat it, without a new checkpoint, so the history is complete even when no epoch is
+        # left to train. The driver records each epoch once.
+        ray.train.report({**resumed_metrics, M.RESUMED_FROM_EPOCH: start_epoch})
 
     trial_started = cfg.trial_started_at or started
     startup_seconds = None

@@ -1,0 +1,56 @@
+"""Ctrl-C during a sweep, then the same command again: it resumes into the same MLflow runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import cli, review_rows, sweep_dict, write_csv, write_sweep
+
+
+def test_interrupt_then_resume(tmp_path):
+    write_csv(tmp_path / "train.csv", review_rows(400, seed=10))
+    write_csv(tmp_path / "dev.csv", review_rows(32, seed=11))
+    path = write_sweep(
+        tmp_path, sweep_dict(name="resume", search__num_trials=2, search__scheduler={"type": "fifo"})
+    )
+    workdir = tmp_path / "work"
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [exe, "run", str(path), "--workdir", str(workdir)], stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.time() + 300
+    while "epoch 1/2" not in log.read_text():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < deadline, "no epoch reported"
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+    assert proc.wait(timeout=180) == 130, log.read_text()[-3000:]
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("resume").experiment_id
+    statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp])}
+    assert "RUNNING" not in statuses.values() and statuses["resume"] == "KILLED"
+
+    again = cli("run", str(path), "--workdir", str(workdir))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming" in again.stdout
+    runs = client.search_runs([exp])
+    parents = [r for r in runs if r.data.tags["orchestrator.role"] == "sweep"]
+    children = [r for r in runs if r.data.tags["orchestrator.role"] == "trial"]
+    assert len(parents) == 1 and len(children) == 2
+    assert all(r.info.status == "FINISHED" for r in runs), [
+        (r.info.run_name, r.info.status, r.data.tags.get("orchestrator.outcome"), r.data.tags.get("orchestrator.error"))
+        for r in runs
+    ]
+    for child in children:  # every epoch recorded at most once, the last one present
+        steps = [int(m.step) for m in client.get_metric_history(child.info.run_id, "epoch")]
+        assert len(steps) == len(set(steps)) and max(steps) == 2
