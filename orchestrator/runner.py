@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,12 @@ def _git_commit(start: Path) -> str | None:
         return None
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _init_ray(verbose: bool) -> bool:
     """Connect to RAY_ADDRESS if set (e.g. inside a Ray Job), else start Ray on 127.0.0.1."""
     import ray
@@ -100,10 +107,16 @@ def _init_ray(verbose: bool) -> bool:
         # passing another one would conflict with it.
         ray.init(log_to_driver=verbose, logging_level=logging.WARNING)
     else:
+        # Train V2's placement-group cleaner finds the cluster through the State API; with another
+        # Ray instance on this machine its auto-detection fails and killed trials leak their
+        # placement groups (the next trial then waits forever). Naming the API server fixes it.
+        port = _free_port()
+        env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         ray.init(
             address="local",  # the embedded default: never attach to some other `ray start` cluster
-            include_dashboard=True,  # Train V2's placement-group cleaner relies on the state API
+            include_dashboard=True,  # the placement-group cleaner relies on the state API
             dashboard_host="127.0.0.1",
+            dashboard_port=port,
             _node_ip_address="127.0.0.1",
             resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
             runtime_env=env,
