@@ -48,7 +48,12 @@ def test_interrupt_then_resume(tmp_path):
     children = [r for r in runs if r.data.tags["orchestrator.role"] == "trial"]
     assert len(parents) == 1 and len(children) == 2
     assert all(r.info.status == "FINISHED" for r in runs), [
-        (r.info.run_name, r.info.status, r.data.tags.get("orchestrator.outcome"), r.data.tags.get("orchestrator.error"))
+        (
+            r.info.run_name,
+            r.info.status,
+            r.data.tags.get("orchestrator.outcome"),
+            r.data.tags.get("orchestrator.error"),
+        )
         for r in runs
     ]
     for child in children:  # every epoch recorded at most once, the last one present

@@ -6,7 +6,7 @@ The Tune side is represented by the few attributes the callback reads from a tri
 
 from __future__ import annotations
 
-import pickle
+import copy
 from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
@@ -90,7 +90,7 @@ def test_resume_reattaches_without_duplicates(tmp_path):
     # A new driver process: Tune unpickles the callback, the parent is found again by its tag.
     rec2 = SweepRecorder(uri, "exp", artifact_root=None)
     assert rec2.open_parent(sweep="exp", experiment_path="/runs/exp", params={}, tags={}) == parent
-    cb2 = pickle.loads(pickle.dumps(cb))
+    cb2 = copy.deepcopy(cb)  # same __getstate__/__setstate__ path Tune uses when it pickles callbacks
     cb2.on_trial_start(0, [], trial)
     cb2.on_trial_result(0, [], trial, _result(1, 0.6))  # re-reported epoch: skipped
     cb2.on_trial_result(0, [], trial, _result(2, 0.7))
