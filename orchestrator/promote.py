@@ -123,12 +123,13 @@ max_length: {info["max_length"]}
 
 def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple[dict, dict, dict]:
     """Copy the checkpoint into ``out`` (no optimizer state), evaluate, write the model card."""
+    source = localize(c.checkpoint, out.parent / "source")  # type: ignore[arg-type]
     try:
-        info = check_checkpoint(c.checkpoint)  # type: ignore[arg-type]
+        info = check_checkpoint(source)
     except CheckpointError as exc:
-        raise PromoteError(str(exc)) from None
+        raise PromoteError(str(exc).replace(str(source), str(c.checkpoint))) from None
     out.mkdir(parents=True, exist_ok=True)
-    for f in Path(c.checkpoint).iterdir():  # type: ignore[arg-type]
+    for f in source.iterdir():
         if f.is_file() and f.name != RESUME_FILE:
             shutil.copy2(f, out / f.name)
     data_dir = f"{sweep_run.data.tags[TAGS.EXPERIMENT_PATH]}/data"
@@ -143,6 +144,21 @@ def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple
         test = {k.replace("eval_", "test_"): v for k, v in scores.items()}
     (out / "README.md").write_text(_model_card(sweep, c, sweep_run, val, test, info, metric))
     return info, val, test
+
+
+def localize(checkpoint: str, into: Path) -> Path:
+    """A local directory with the checkpoint: itself if local, else a copy (s3://, gs://, ...)."""
+    if "://" not in checkpoint:
+        return Path(checkpoint)
+    import pyarrow
+    import pyarrow.fs as pafs
+
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        pafs.copy_files(checkpoint.rstrip("/"), str(into.resolve()), use_threads=True)
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise PromoteError(f"checkpoint {checkpoint}: cannot download ({exc})") from None
+    return into
 
 
 def _read_optional(uri: str):

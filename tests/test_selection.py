@@ -96,3 +96,17 @@ def test_failed_and_checkpointless_trials_are_listed_but_not_chosen(tmp_path):
         choose(ranked, "z")
     with pytest.raises(PromoteError, match="no such trial in this sweep; known: a, b, z"):
         choose(ranked, "nope")
+
+
+def test_remote_checkpoints_are_copied_locally_for_promotion(tmp_path):
+    from orchestrator.promote import localize
+
+    remote = tmp_path / "bucket" / "train-a" / "epoch-001"
+    remote.mkdir(parents=True)
+    (remote / "model.safetensors").write_bytes(b"weights")
+    (remote / "trial.json").write_text("{}")
+    local = localize(remote.as_uri(), tmp_path / "local")  # file:// stands in for s3:// / gs://
+    assert {p.name for p in local.iterdir()} == {"model.safetensors", "trial.json"}
+    assert localize(str(remote), tmp_path / "unused") == remote  # local paths are used in place
+    with pytest.raises(PromoteError, match="cannot download"):
+        localize((tmp_path / "missing").as_uri(), tmp_path / "x")
