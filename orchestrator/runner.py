@@ -29,7 +29,7 @@ from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import to_param_space
 from trainables.config import TaskConfig
-from trainables.data import file_sha256, write_split
+from trainables.data import file_sha256, filesystem, write_split
 
 __all__ = ["SweepOutcome", "run_sweep"]
 
@@ -57,7 +57,7 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 def _read_text(uri: str) -> str | None:
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    fs, path = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as f:
@@ -65,9 +65,7 @@ def _read_text(uri: str) -> str | None:
 
 
 def _write_text(uri: str, text: str) -> None:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    fs, path = filesystem(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(text.encode())

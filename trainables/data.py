@@ -19,6 +19,7 @@ __all__ = [
     "PreparedData",
     "Split",
     "file_sha256",
+    "filesystem",
     "load_table",
     "prepare_splits",
     "read_split",
@@ -174,23 +175,28 @@ def prepare_splits(
     return PreparedData(names, train_split, val_split, test_split)
 
 
+def filesystem(uri: str):  # -> (pyarrow.fs.FileSystem, path)
+    """The pyarrow filesystem and path of a local path or a URI (s3://, gs://, file://, ...)."""
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+
+
 def write_split(split: Split, uri: str) -> None:
     """Write ``split`` as parquet to a local path or a pyarrow-supported URI (s3://, gs://)."""
     import pyarrow as pa
-    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     table = pa.table({"text": split.texts, "label": pa.array(split.labels, pa.int64())})
-    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    fs, path = filesystem(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, path, filesystem=fs)
 
 
 def read_split(uri: str) -> Split:
-    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    fs, path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    fs, path = filesystem(uri)
     table = pq.read_table(path, filesystem=fs)
     return Split(table.column("text").to_pylist(), table.column("label").to_pylist())
 
