@@ -26,7 +26,7 @@ from trainables.checkpoints import RESUME_FILE
 from trainables.data import read_split, write_split
 from trainables.predictor import DEMONSTRATIONS_FILE, CheckpointError, TextClassifier, check_checkpoint
 
-__all__ = ["PromoteError", "Promotion", "choose", "promote"]
+__all__ = ["PromoteError", "Promotion", "check_export_target", "choose", "localize", "promote"]
 
 SERVING_LIBRARIES = ("torch", "transformers", "safetensors", "mlflow")  # what predict needs at run time
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
@@ -161,6 +161,20 @@ def localize(checkpoint: str, into: Path) -> Path:
     return into
 
 
+EXPORT_MARKERS = ("trial.json", "model.safetensors", "README.md")
+
+
+def check_export_target(export: str | Path | None) -> None:
+    """``--export`` must be new, empty, or a previous export (which is replaced); never user data."""
+    if export is None or not Path(export).exists():
+        return
+    target = Path(export)
+    if not target.is_dir():
+        raise PromoteError(f"--export {export}: exists and is a file; choose a new directory")
+    if any(target.iterdir()) and not all((target / m).is_file() for m in EXPORT_MARKERS):
+        raise PromoteError(f"--export {export}: directory holds other files; choose a new or empty directory")
+
+
 def _read_optional(uri: str):
     try:
         return read_split(uri)
@@ -217,6 +231,7 @@ def promote(
     chosen = choose(ranked, trial)
     metric = sweep_run.data.params.get("metric", "eval_accuracy")
     _check_name(client, name, sweep)
+    check_export_target(export)
     previous = _alias_version(client, name, alias)
 
     staging = Path(tempfile.mkdtemp(prefix="promote-"))

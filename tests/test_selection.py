@@ -110,3 +110,22 @@ def test_remote_checkpoints_are_copied_locally_for_promotion(tmp_path):
     assert localize(str(remote), tmp_path / "unused") == remote  # local paths are used in place
     with pytest.raises(PromoteError, match="cannot download"):
         localize((tmp_path / "missing").as_uri(), tmp_path / "x")
+
+
+def test_export_target_never_replaces_user_data(tmp_path):
+    from orchestrator.promote import check_export_target
+
+    check_export_target(None)
+    check_export_target(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    check_export_target(tmp_path / "empty")
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    for name in ("trial.json", "model.safetensors", "README.md", "config.json"):
+        (previous / name).write_text("x")
+    check_export_target(previous)  # a previous export is replaced
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PromoteError, match="holds other files"):
+        check_export_target(tmp_path)
+    with pytest.raises(PromoteError, match="is a file"):
+        check_export_target(tmp_path / "notes.txt")
