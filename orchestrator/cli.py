@@ -63,8 +63,15 @@ def validate(
         f"   data: {len(r.data.train)} train / {len(r.data.validation)} validation rows, "
         f"labels {', '.join(r.data.label_names)} (majority rate {r.data.majority_rate():.3f})"
     )
-    for key, domain in r.space.items():
-        out.print(f"   search {key}: {domain.model_dump(exclude={'type'})} ({domain.type})")
+    for key, domains in r.space.items():
+        for domain in domains:
+            when = domain.conditions()
+            cond = "  when " + ", ".join(f"{k} in {v}" for k, v in when.items()) if when else ""
+            shown = domain.model_dump(exclude={"type", "when"})
+            out.print(f"   search {key}: {shown} ({domain.type}){cond}", markup=False)
+    fixed = ", ".join(f"{k}={r.fixed[k]}" for k in ("strategy", "pooling", "freeze_layers") if k in r.fixed)
+    if fixed:
+        out.print(f"   fixed: {fixed} (pooling auto = {r.pooling_auto} for this model)", markup=False)
     out.print(
         f"   {s.search.num_trials} trials, metric {s.search.metric} ({s.search.mode}), scheduler {s.search.scheduler.type}"
     )

@@ -1,8 +1,8 @@
 """Cross-checks that need the data and the model config, run before any Ray resource starts.
 
 ``resolve_sweep`` turns a shape-valid ``SweepSpec`` into a ``ResolvedSweep``: data read, checked
-row by row and split; ``high: auto`` resolved from the model config; every corner of the space
-validated against the train knobs; every template parsed and every template name resolvable.
+row by row and split; the search space resolved and checked (``orchestrator.space``: auto values,
+conditions, strategies against the model); every template parsed and every name resolvable.
 All problems found are reported together, one line each.
 """
 
@@ -12,15 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
+from orchestrator.space import check_space
 from orchestrator.spec import SpecError, SweepSpec
-from search_spaces.domains import Choice, IntRange, resolve_auto
+from search_spaces.domains import Choice
 from search_spaces.presets import PRESETS
 from search_spaces.templates import TemplateError, check_labels, parse_template
-from trainables.config import Hyperparameters
 from trainables.data import DataError, PreparedData, prepare_splits
-from trainables.models import ModelSourceError, load_model_config, num_layers
+from trainables.models import ModelSourceError, load_model_config, num_layers, resolved_pooling
 
 __all__ = ["ResolvedSweep", "resolve_sweep"]
 
@@ -34,8 +32,11 @@ class ResolvedSweep:
     tracking_uri: str
     data: PreparedData
     data_files: dict[str, str]  # data.<field> -> absolute path (or hf: id)
-    space: dict[str, Any]  # domains, with auto resolved and choice values coerced
+    space: dict[str, list[Any]]  # knob -> domains (alternatives), auto resolved, values coerced
+    fixed: dict[str, Any]  # train knobs every trial gets (auto resolved)
+    fallback: dict[str, Any]  # train values of conditional knobs and strategy sub-knobs
     num_layers: int
+    pooling_auto: str  # what pooling: auto means for this model
 
     @property
     def experiment_path(self) -> str:
@@ -49,43 +50,16 @@ def _data_path(value: str | None, base: Path) -> str | None:
     return str(path if path.is_absolute() else (base / path).resolve())
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Validate ``value`` as the train knob ``key``; return it with the knob's type."""
-    return getattr(Hyperparameters.model_validate({key: value}), key)
-
-
-def _check_space(spec: SweepSpec, layers: int | None, errors: list[str]) -> dict[str, Any]:
-    space: dict[str, Any] = {}
-    for key, domain in spec.search.space.items():
-        where = f"search.space.{key}"
-        if layers is None and isinstance(domain, IntRange) and domain.high == "auto":
-            space[key] = domain
-            continue  # the model error is already reported
-        if layers is not None:
-            domain = resolve_auto(domain, layers)
-        try:
-            corners = [_coerce(key, v) for v in domain.corners()]
-        except ValidationError as err:
-            first = err.errors()[0]
-            errors.append(f"{where}: {first['input']!r} is not a valid {key} ({first['msg']})")
-            continue
-        if isinstance(domain, Choice):
-            domain = Choice(type="choice", values=corners)
-        if key == "freeze_layers" and layers is not None and max(corners) > layers:
-            errors.append(f"{where}: {max(corners)} exceeds the model's {layers} layers; use high: auto")
-        space[key] = domain
-    if "freeze_layers" not in space and layers is not None and spec.train.freeze_layers > layers:
-        errors.append(f"train.freeze_layers: {spec.train.freeze_layers} exceeds the model's {layers} layers")
-    return space
-
-
 def _template_names(spec: SweepSpec) -> list[tuple[str, str]]:
-    domain = spec.search.space.get("context_template")
-    if domain is None:
-        return [("train.context_template", spec.train.context_template)]
-    if not isinstance(domain, Choice):
-        return []  # a non-choice domain for a name is rejected by _check_space already
-    return [("search.space.context_template", str(v)) for v in domain.values]
+    names = [
+        ("search.space.context_template", str(v))
+        for d in spec.alternatives("context_template")
+        if isinstance(d, Choice)
+        for v in d.values
+    ]
+    if not spec.alternatives("context_template") or spec.conditional("context_template"):
+        names.append(("train.context_template", spec.train.context_template))
+    return names
 
 
 def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -> ResolvedSweep:
@@ -95,8 +69,10 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
     errors: list[str] = []
 
     layers: int | None = None
+    pooling_auto: str | None = None
     try:
         layers = num_layers(load_model_config(spec.model))
+        pooling_auto = resolved_pooling(spec.model, "auto")
     except ModelSourceError as exc:
         errors.append(str(exc))
 
@@ -129,14 +105,16 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
                 f"({', '.join(sorted(PRESETS))})"
             )
 
-    space = _check_space(spec, layers, errors)
-    precisions = space["precision"].values if "precision" in space else [spec.train.precision]
+    resolved = check_space(spec, layers, pooling_auto, errors)
+    precisions = [spec.train.precision] + [
+        v for d in resolved.space.get("precision", []) for v in d.corners()
+    ]
     if "fp16" in precisions and spec.resources.gpus_per_worker == 0:
         errors.append("precision: fp16 needs GPU workers; set resources.gpus_per_worker or use bf16/fp32")
 
     if errors:
         raise SpecError(errors)
-    assert data is not None and layers is not None
+    assert data is not None and layers is not None and pooling_auto is not None
     storage = spec.storage or str(workdir / "runs")
     if "://" not in storage:
         storage = str(Path(storage).expanduser().resolve())
@@ -149,6 +127,9 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
         tracking_uri=tracking,
         data=data,
         data_files={k: v for k, v in files.items() if v is not None},
-        space=space,
+        space=resolved.space,
+        fixed=resolved.fixed,
+        fallback=resolved.fallback,
         num_layers=layers,
+        pooling_auto=pooling_auto,
     )

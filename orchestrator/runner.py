@@ -27,7 +27,7 @@ from orchestrator.selection import Candidate, best_per_trial, candidates
 from orchestrator.spec import SpecError
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
-from orchestrator.tune_space import to_param_space
+from orchestrator.tune_space import DefineByRun
 from trainables.config import TaskConfig
 from trainables.data import file_sha256, filesystem, write_split
 
@@ -143,8 +143,10 @@ def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
         "train_rows": len(r.data.train),
         "validation_rows": len(r.data.validation),
     }
-    for key, domain in r.space.items():
-        params[f"space.{key}"] = json.dumps(domain.model_dump())
+    for key, domains in r.space.items():
+        dumped = [d.model_dump(exclude_none=True) for d in domains]
+        params[f"space.{key}"] = json.dumps(dumped[0] if len(dumped) == 1 else dumped)
+    params["pooling_auto"] = r.pooling_auto  # what pooling: auto resolved to for this model
     return params
 
 
@@ -263,7 +265,9 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
                 exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
         else:
-            max_epochs = max(r.space["epochs"].corners()) if "epochs" in r.space else spec.train.epochs
+            max_epochs = max(
+                [spec.train.epochs] + [int(v) for d in r.space.get("epochs", []) for v in d.corners()]
+            )
             sched = search.scheduler
             scheduler = (
                 ASHAScheduler(
@@ -277,13 +281,19 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             )
             tuner = tune.Tuner(
                 trainable,
-                param_space=to_param_space(r.space, spec.knobs()),
+                param_space=dict(r.fixed),  # constants; the searcher samples the rest
                 tune_config=tune.TuneConfig(
                     metric=search.metric,
                     mode=search.mode,
                     num_samples=search.num_trials,
                     max_concurrent_trials=concurrency,
-                    search_alg=OptunaSearch(seed=search.seed),  # TPE, seeded
+                    # TPE, seeded, over a define-by-run space (conditional knobs)
+                    search_alg=OptunaSearch(
+                        space=DefineByRun(r.space, r.fixed, r.fallback),
+                        metric=search.metric,
+                        mode=search.mode,
+                        seed=search.seed,
+                    ),
                     scheduler=scheduler,
                     reuse_actors=False,
                 ),

@@ -57,7 +57,9 @@ class SearchSpec(_Strict):
     max_concurrent_trials: int | Literal["auto"] = "auto"
     seed: int = 0
     scheduler: SchedulerSpec = SchedulerSpec()
-    space: dict[str, Domain] = {}
+    space: dict[str, Domain | list[Domain]] = Field(
+        {}, description="knob -> domain, or a list of domains with exclusive `when` conditions"
+    )
 
     @field_validator("metric")
     @classmethod
@@ -130,9 +132,15 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _train_or_space(self) -> SweepSpec:
-        both = sorted(set(self.train.model_fields_set) & set(self.search.space))
+        # a conditional knob's train value is what trials outside every condition use
+        both = sorted(
+            k for k in set(self.train.model_fields_set) & set(self.search.space) if not self.conditional(k)
+        )
         if both:
-            raise ValueError(f"train.{both[0]} is also in search.space; keep it in one place")
+            raise ValueError(
+                f"train.{both[0]} is also in search.space; keep it in one place "
+                "(or give the search domain a when: condition)"
+            )
         sched, epochs = self.search.scheduler, self.train.epochs
         if sched.type == "asha" and "epochs" not in self.search.space and sched.grace_period > epochs:
             raise ValueError(
@@ -140,14 +148,32 @@ class SweepSpec(_Strict):
             )
         return self
 
-    def knobs(self) -> dict[str, Any]:
-        """The fixed (not searched) train knobs."""
-        return {k: v for k, v in self.train.model_dump().items() if k not in self.search.space}
+    def alternatives(self, key: str) -> list[Any]:
+        """The domains of searched knob ``key`` (a list even when the sweep file gives one)."""
+        domains = self.search.space.get(key, [])
+        return list(domains) if isinstance(domains, list) else [domains]
+
+    def conditional(self, key: str) -> bool:
+        """True when every domain of ``key`` has a ``when`` condition."""
+        domains = self.alternatives(key)
+        return bool(domains) and all(d.when for d in domains)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
     # pydantic puts the union member's tag in the path (space.lr.loguniform.low); drop those
-    parts = [str(p) for p in loc if p not in {"loguniform", "uniform", "int", "choice"}]
+    parts = [
+        str(p)
+        for p in loc
+        if p
+        not in {
+            "loguniform",
+            "uniform",
+            "int",
+            "choice",
+            "list[tagged-union[LogUniform,Uniform,IntRange,Choice]]",
+            "tagged-union[LogUniform,Uniform,IntRange,Choice]",
+        }
+    ]
     return ".".join(parts) or "(top level)"
 
 

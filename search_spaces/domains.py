@@ -4,15 +4,21 @@ Bounds are **inclusive** everywhere in this package: ``{type: int, low: 0, high:
 produce 0 and 6. Only ``orchestrator.tune_space`` converts to Ray Tune's domains (where
 ``randint``'s upper bound is exclusive). ``high: auto`` on an int domain stands for "the
 model's layer count" and must be resolved with :func:`resolve_auto` before use.
+
+A domain may carry ``when: {knob: value}`` (or ``{knob: [v1, v2]}``; several knobs = all must
+hold): it is sampled only for trials whose other knobs satisfy the condition (Optuna
+define-by-run). A knob may list several domains with exclusive ``when`` conditions, e.g. one
+learning-rate range per strategy.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["AUTO", "Choice", "Domain", "IntRange", "LogUniform", "Uniform", "resolve_auto"]
+__all__ = ["AUTO", "Choice", "Domain", "IntRange", "LogUniform", "Uniform", "exclusive", "resolve_auto"]
 
 AUTO = "auto"
 
@@ -21,6 +27,18 @@ Scalar = bool | int | float | str
 
 class _Domain(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: dict[str, Scalar | list[Scalar]] | None = Field(
+        None, description="sample only where these knobs have these values (all must hold)"
+    )
+
+    def conditions(self) -> dict[str, list[Scalar]]:
+        """``when`` with every value as a list (empty: unconditional)."""
+        return {k: (list(v) if isinstance(v, list) else [v]) for k, v in (self.when or {}).items()}
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether the condition holds for a trial whose other knobs are ``values``."""
+        return all(k in values and values[k] in allowed for k, allowed in self.conditions().items())
 
     def corners(self) -> list[Scalar]:
         """Extreme values of the domain (validated before Ray starts)."""
@@ -96,5 +114,11 @@ Domain = Annotated[LogUniform | Uniform | IntRange | Choice, Field(discriminator
 def resolve_auto(domain: _Domain, num_layers: int) -> _Domain:
     """Return ``domain`` with ``high: auto`` replaced by ``num_layers`` (other domains unchanged)."""
     if isinstance(domain, IntRange) and domain.high == AUTO:
-        return IntRange(type="int", low=domain.low, high=num_layers)
+        return domain.model_copy(update={"high": num_layers})
     return domain
+
+
+def exclusive(a: _Domain, b: _Domain) -> bool:
+    """True when no trial can satisfy both conditions: they disagree on some knob."""
+    ca, cb = a.conditions(), b.conditions()
+    return any(not set(ca[k]) & set(cb[k]) for k in set(ca) & set(cb))

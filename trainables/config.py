@@ -11,11 +11,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Hyperparameters", "TaskConfig", "TrainConfig"]
+__all__ = ["AUTO", "SUBKNOB_OWNERS", "Hyperparameters", "TaskConfig", "TrainConfig"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+Pooling = Literal["auto", "cls", "mean"]
+AUTO = "auto"
+
+# Strategy sub-knobs: each is used by exactly one strategy (``trainables.strategies``); it is passed
+# to a trial, logged and validated only where that strategy is the trial's strategy.
+SUBKNOB_OWNERS: dict[str, str] = {
+    "lora_r": "lora",
+    "lora_alpha": "lora",
+    "lora_dropout": "lora",
+    "prompt_tokens": "prompt",
+}
 
 
 class Hyperparameters(BaseModel):
@@ -24,9 +35,25 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     learning_rate: float = Field(5.0e-5, gt=0, description="peak AdamW learning rate")
-    freeze_layers: int = Field(
-        0, ge=0, description="frozen-layer depth: 0 = full fine-tune; k = embeddings + bottom k blocks frozen"
+    freeze_layers: int | Literal["auto"] = Field(
+        0,
+        description="frozen-layer depth: 0 = nothing frozen; k = embeddings + bottom k blocks frozen; "
+        "auto = all blocks (the model's layer count)",
     )
+    strategy: str = Field(
+        "full",
+        description="what is trained above the frozen prefix: full, bitfit, lora or prompt "
+        "(see trainables.strategies)",
+    )
+    pooling: Pooling = Field(
+        "auto",
+        description="cls = the model's own head (decoders: last non-pad token); mean = masked mean of the "
+        "last hidden states; auto = mean where the checkpoint was trained for it, else cls",
+    )
+    lora_r: int = Field(8, ge=1, le=1024, description="LoRA rank (strategy: lora)")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator, alpha / r (strategy: lora)")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA input (strategy: lora)")
+    prompt_tokens: int = Field(20, ge=1, le=512, description="soft-prompt length (strategy: prompt)")
     context_template: str = Field("plain", description="name of a template (sweep file or preset library)")
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, description="per-worker batch size")
@@ -34,6 +61,27 @@ class Hyperparameters(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear warm-up")
     precision: Precision = Field("fp32", description="fp32, or bf16 / fp16 autocast (fp16 needs a GPU)")
     seed: int = Field(0, description="model init, data order and dropout seed")
+
+    @field_validator("freeze_layers")
+    @classmethod
+    def _freeze(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0 (0 = nothing frozen) or auto (all blocks)")
+        return v
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from trainables.strategies import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{v}'; use one of {', '.join(STRATEGIES)}")
+        return v
+
+    def for_trial(self) -> dict:
+        """The knobs as one trial sees them: sub-knobs of other strategies left out."""
+        values = {k: getattr(self, k) for k in Hyperparameters.model_fields}
+        return {k: v for k, v in values.items() if SUBKNOB_OWNERS.get(k, self.strategy) == self.strategy}
 
 
 class TaskConfig(BaseModel):

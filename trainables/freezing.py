@@ -7,6 +7,12 @@
   ``requires_grad=False``; upper blocks, final norms, pooler and classification head stay trainable.
   ``k == n`` leaves only the top (final norm / pooler / head) trainable.
 
+Frozen modules run in **eval mode** (no dropout) even while the rest of the model trains: their outputs
+are then a deterministic function of the input, which is what makes a frozen prefix cacheable. The
+call overrides ``train()`` on each frozen module (embedding modules and the bottom ``k`` blocks), so a
+later ``model.train()`` leaves them in eval mode; calling :func:`freeze_bottom_layers` again (any ``k``)
+first removes those overrides.
+
 ``n`` is the model's number of transformer blocks (``model.config.num_hidden_layers``). The block list is found
 generically, without a per-architecture table: it is the ``torch.nn.ModuleList`` inside ``model.base_model``
 whose length equals ``n`` (the first one in ``named_modules()`` order). "Embedding parameters" are the
@@ -25,7 +31,18 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FreezeError", "LayerMap", "count_trainable_parameters", "freeze_bottom_layers", "locate_layers"]
+__all__ = [
+    "FreezeError",
+    "LayerMap",
+    "count_trainable_parameters",
+    "freeze_bottom_layers",
+    "frozen_modules",
+    "head_parameter_names",
+    "locate_layers",
+    "resolve_depth",
+]
+
+_EVAL_MARK = "_orchestrator_frozen_eval"
 
 
 class FreezeError(ValueError):
@@ -90,7 +107,62 @@ def count_trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in unique.values() if p.requires_grad)
 
 
-def freeze_bottom_layers(model: torch.nn.Module, k: int) -> int:
+def resolve_depth(k: int | str, model: torch.nn.Module) -> int:
+    """``freeze_layers`` as an int: ``auto`` is the model's layer count (``config.num_hidden_layers``)."""
+    if k == "auto":
+        n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise FreezeError(f"freeze_layers=auto: {type(model).__name__} has no config.num_hidden_layers")
+        return n
+    return k  # type: ignore[return-value]
+
+
+def head_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Parameters outside ``model.base_model``: the classification head (always trained)."""
+    base = getattr(model, "base_model", model)
+    if base is model:
+        return []
+    prefix = next(path for path, module in model.named_modules() if module is base)
+    return [n for n, _ in model.named_parameters() if not n.startswith(f"{prefix}.")]
+
+
+def frozen_modules(model: torch.nn.Module, k: int) -> list[torch.nn.Module]:
+    """The modules of the frozen prefix: everything the base model runs before its first block
+    (embeddings, embedding dropout), then the bottom ``k`` blocks. Empty for ``k == 0``."""
+    if k == 0:
+        return []
+    layer_map = locate_layers(model)
+    blocks = model.get_submodule(layer_map.blocks_path)
+    ancestors = {
+        layer_map.blocks_path.rsplit(".", i)[0] for i in range(1, layer_map.blocks_path.count(".") + 1)
+    }
+    base = getattr(model, "base_model", model)
+    base_prefix = next(path for path, module in model.named_modules() if module is base)
+    before: list[torch.nn.Module] = []
+    for path, module in base.named_children():
+        full = f"{base_prefix}.{path}" if base_prefix else path
+        if full == layer_map.blocks_path or full in ancestors:
+            break
+        before.append(module)
+    return before + list(blocks)[:k]
+
+
+def _always_eval(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    return torch.nn.Module.train(self, False)
+
+
+def _set_frozen_eval(model: torch.nn.Module, modules: list[torch.nn.Module]) -> None:
+    for module in model.modules():  # forget a previous freeze (any k)
+        if module.__dict__.pop(_EVAL_MARK, False):
+            module.__dict__.pop("train", None)
+    for module in {id(m): m for top in modules for m in top.modules()}.values():
+        # every submodule too: wrappers (peft) may hold a frozen submodule directly as their child
+        module.__dict__["train"] = _always_eval.__get__(module)
+        module.__dict__[_EVAL_MARK] = True
+        torch.nn.Module.train(module, False)
+
+
+def freeze_bottom_layers(model: torch.nn.Module, k: int | str) -> int:
     """Freeze the embeddings and the bottom ``k`` blocks of ``model``; return the trainable parameter count.
 
     ``k`` is an int in ``0..n`` inclusive (``n`` = number of blocks). The call first sets ``requires_grad=True``
@@ -102,11 +174,13 @@ def freeze_bottom_layers(model: torch.nn.Module, k: int) -> int:
     architecture cannot be mapped.
     """
     name = type(model).__name__
+    k = resolve_depth(k, model)
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise FreezeError(f"freeze_layers={k!r} for {name} must be an integer (0 = full fine-tuning)")
+        raise FreezeError(f"freeze_layers={k!r} for {name} must be an integer (0 = full fine-tuning) or auto")
     k = int(k)
     if k == 0:
         model.requires_grad_(True)
+        _set_frozen_eval(model, [])
         return count_trainable_parameters(model)
 
     layer_map = locate_layers(model)
@@ -121,4 +195,5 @@ def freeze_bottom_layers(model: torch.nn.Module, k: int) -> int:
     blocks = model.get_submodule(layer_map.blocks_path)
     for block in list(blocks)[:k]:
         block.requires_grad_(False)
+    _set_frozen_eval(model, frozen_modules(model, k))
     return count_trainable_parameters(model)

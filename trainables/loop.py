@@ -19,16 +19,25 @@ from torch.utils.data import DataLoader
 
 from search_spaces import objectives as M
 from search_spaces.presets import resolve_template
-from trainables.checkpoints import load_resume_state, read_trial_info, save_checkpoint
+from trainables.checkpoints import load_classifier, load_resume_state, read_trial_info, save_checkpoint
 from trainables.config import TrainConfig
 from trainables.context import ContextEncoder
 from trainables.data import read_split
 from trainables.device import autocast, grad_scaler, resolve_precision, train_device
-from trainables.freezing import count_trainable_parameters, freeze_bottom_layers
+from trainables.freezing import count_trainable_parameters
 from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate
-from trainables.models import build_classifier, load_tokenizer
+from trainables.models import build_classifier, load_tokenizer, resolved_pooling
+from trainables.strategies import get_strategy
 
-__all__ = ["train_loop_per_worker"]
+__all__ = [
+    "build_model",
+    "encode_splits",
+    "make_optimizer",
+    "resolve_trial_config",
+    "train_epoch",
+    "train_loop_per_worker",
+    "trial_record",
+]
 
 
 def _seed_everything(seed: int) -> None:
@@ -37,22 +46,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    import ray.train
-    import ray.train.torch
-    from transformers import get_linear_schedule_with_warmup
-
-    started = time.time()
+def resolve_trial_config(config: dict[str, Any]) -> TrainConfig:
+    """Validate the flat trial config; ``pooling: auto`` is decided from the model source here too."""
     cfg = TrainConfig.model_validate(config)
-    task = cfg.task
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = train_device()
-    precision = resolve_precision(cfg.precision, device)
-    _seed_everything(cfg.seed)
+    if cfg.pooling == "auto":
+        cfg = cfg.model_copy(update={"pooling": resolved_pooling(cfg.task.model, "auto")})
+    return cfg
 
-    # Data: the same prepared rows on every rank; the template renders context around each text.
-    tokenizer = load_tokenizer(task.model)
+
+def encode_splits(cfg: TrainConfig, tokenizer: Any) -> tuple[list, list, int, Any]:
+    """(train examples, validation examples, truncated count, template): ``(input_ids, label)`` pairs."""
+    task = cfg.task
     train, val = read_split(task.train_data), read_split(task.validation_data)
     template = resolve_template(cfg.context_template, task.templates)
     encoder = ContextEncoder(
@@ -67,24 +71,107 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     enc_train = encoder.encode(train.texts, split="train")
     enc_val = encoder.encode(val.texts, split="validation")
     truncated = enc_train.truncated + enc_val.truncated
-    train_examples = list(zip(enc_train.input_ids, train.labels, strict=True))
-    val_shard = list(zip(enc_val.input_ids, val.labels, strict=True))[rank::world]
+    return (
+        list(zip(enc_train.input_ids, train.labels, strict=True)),
+        list(zip(enc_val.input_ids, val.labels, strict=True)),
+        truncated,
+        template,
+    )
 
-    # Model: resume from the latest checkpoint Ray hands us, else build fresh; freeze before DDP wrap.
+
+def build_model(cfg: TrainConfig, tokenizer: Any) -> torch.nn.Module:
+    """The pretrained classifier with ``cfg.strategy`` applied (frozen prefix, adapters, prompts)."""
+    model = build_classifier(
+        cfg.task.model,
+        cfg.task.label_names,
+        pooling=cfg.pooling,
+        pad_token_id=tokenizer.pad_token_id,
+        seed=cfg.seed,
+    )
+    return get_strategy(cfg.strategy).apply(model, cfg)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any, list]:
+    """AdamW over the trainable parameters with linear warm-up and decay: (optimizer, scheduler, params)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    return optimizer, scheduler, params
+
+
+def train_epoch(
+    model, loader, optimizer, scheduler, scaler, params, *, precision, device, on_first_step=None
+):
+    """One pass over ``loader``; returns (examples seen, summed loss). Frozen modules stay in eval mode."""
+    model.train()
+    seen, loss_sum = 0, 0.0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(precision, device):
+            loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if on_first_step is not None and seen == 0:
+            on_first_step()
+        seen += len(batch["labels"])
+        loss_sum += loss.item() * len(batch["labels"])
+    return seen, loss_sum
+
+
+def trial_record(cfg: TrainConfig, template: Any, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``trial.json`` of a checkpoint: what loading, promotion and serving need to know."""
+    task = cfg.task
+    return {
+        "trial_id": cfg.trial_id,
+        "epoch": epoch,
+        "hyperparameters": cfg.for_trial(),
+        "label_names": task.label_names,
+        "template_name": cfg.context_template,
+        "template": template.model_dump(),
+        "model_source": task.model,
+        "max_length": task.max_length,
+        "data_seed": task.data_seed,
+        "merged": False,
+        "metrics": metrics,
+    }
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    started = time.time()
+    cfg = resolve_trial_config(config)
+    task = cfg.task
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = train_device()
+    precision = resolve_precision(cfg.precision, device)
+    _seed_everything(cfg.seed)
+
+    # Data: the same prepared rows on every rank; the template renders context around each text.
+    tokenizer = load_tokenizer(task.model)
+    train_examples, val_examples, truncated, template = encode_splits(cfg, tokenizer)
+    val_shard = val_examples[rank::world]
+
+    # Model: resume from the latest checkpoint Ray hands us, else build fresh; the strategy
+    # (freezing, adapters, prompts) is applied before the DDP wrap either way.
     checkpoint = ray.train.get_checkpoint()
     resume, resumed_metrics = None, None
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            model = build_classifier(
-                ckpt_dir, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed
-            )
+            model = load_classifier(ckpt_dir)
             resume = load_resume_state(ckpt_dir)
             resumed_metrics = read_trial_info(ckpt_dir).get("metrics")
     else:
-        model = build_classifier(
-            task.model, task.label_names, pad_token_id=tokenizer.pad_token_id, seed=cfg.seed
-        )
-    freeze_bottom_layers(model, cfg.freeze_layers)
+        model = build_model(cfg, tokenizer)
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -97,11 +184,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             collate_fn=collate(tokenizer.pad_token_id),
         )
     )
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    total_steps = cfg.epochs * len(loader)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
     scaler = grad_scaler(precision, device)
     start_epoch = 0
     if resume is not None:
@@ -118,26 +201,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report({**resumed_metrics, M.RESUMED_FROM_EPOCH: start_epoch})
 
     trial_started = cfg.trial_started_at or started
-    startup_seconds = None
+    first_step: list[float] = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):  # 1-based: the counter ASHA schedules on
         if world > 1:
             loader.sampler.set_epoch(epoch)
-        ddp_model.train()
-        t0, seen, loss_sum = time.time(), 0, 0.0
-        for batch in loader:
-            with autocast(precision, device):
-                loss = ddp_model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if startup_seconds is None:
-                startup_seconds = time.time() - trial_started
-            seen += len(batch["labels"])
-            loss_sum += loss.item() * len(batch["labels"])
+        t0 = time.time()
+        seen, loss_sum = train_epoch(
+            ddp_model,
+            loader,
+            optimizer,
+            scheduler,
+            scaler,
+            params,
+            precision=precision,
+            device=device,
+            on_first_step=lambda: first_step or first_step.append(time.time() - trial_started),
+        )
         epoch_seconds = time.time() - t0
         totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
 
@@ -155,7 +234,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 M.EPOCH: epoch,
                 M.TRAIN_LOSS: totals[1] / max(totals[0], 1),
                 M.TRAINABLE_PARAMS: trainable_params,
-                M.STARTUP_SECONDS: startup_seconds or 0.0,
+                M.STARTUP_SECONDS: first_step[0] if first_step else 0.0,
                 M.EPOCH_SECONDS: epoch_seconds,
                 M.SAMPLES_PER_SECOND: totals[0] / max(epoch_seconds, 1e-9),
                 M.TRUNCATED_EXAMPLES: truncated,
@@ -171,18 +250,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ckpt_dir,
                 model=model,
                 tokenizer=tokenizer,
-                trial_info={
-                    "trial_id": cfg.trial_id,
-                    "epoch": epoch,
-                    "hyperparameters": cfg.model_dump(exclude={"task", "trial_id", "trial_started_at"}),
-                    "label_names": task.label_names,
-                    "template_name": cfg.context_template,
-                    "template": template.model_dump(),
-                    "model_source": task.model,
-                    "max_length": task.max_length,
-                    "data_seed": task.data_seed,
-                    "metrics": metrics,
-                },
+                trial_info=trial_record(cfg, template, epoch, metrics),
                 resume_state={
                     "epoch": epoch,
                     "optimizer": optimizer.state_dict(),

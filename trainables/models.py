@@ -17,11 +17,13 @@ __all__ = [
     "BUILTINS",
     "ModelSourceError",
     "build_classifier",
+    "classifier_from_config",
     "load_model_config",
     "load_tokenizer",
     "num_layers",
     "register_builtin",
     "resolve_source",
+    "resolved_pooling",
 ]
 
 BUILTIN_PREFIX = "builtin:"
@@ -139,37 +141,77 @@ def load_tokenizer(source: str) -> Any:
     return tok
 
 
-def build_classifier(source: str, label_names: list[str], *, pad_token_id: int | None, seed: int) -> Any:
-    """A sequence classifier with a fresh head of ``len(label_names)`` outputs.
-
-    Pretrained weights are loaded when the source has them; ``builtin:tiny-random-bert`` is
-    initialised from ``seed``. The head is always new, so its init also depends on ``seed``.
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
+def _local_dir(source: str) -> str | None:
     local = resolve_source(source)
-    labels = {
+    return local if Path(local).is_dir() else None
+
+
+def resolved_pooling(source: str, pooling: str) -> str:
+    """``pooling`` for ``source`` with ``auto`` decided from its files (see ``trainables.pooling``)."""
+    from trainables.pooling import resolve_pooling
+
+    return resolve_pooling(_local_dir(source), pooling)
+
+
+def _label_fields(label_names: list[str]) -> dict[str, Any]:
+    return {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {n: i for i, n in enumerate(label_names)},
     }
+
+
+def classifier_from_config(config: Any, pooling: str) -> Any:
+    """A randomly initialised classifier of the shape ``pooling`` needs (weights loaded by the caller).
+
+    ``pooling`` is ``cls`` or ``mean`` (resolved). ``config`` carries the labels.
+    """
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    from trainables.pooling import PooledClassifier, uses_own_head
+
+    if uses_own_head(config, pooling):
+        return AutoModelForSequenceClassification.from_config(config)
+    how = "mean" if pooling == "mean" else "last"
+    return PooledClassifier(AutoModel.from_config(config), how=how, num_labels=config.num_labels)
+
+
+def build_classifier(
+    source: str, label_names: list[str], *, pooling: str = "auto", pad_token_id: int | None, seed: int
+) -> Any:
+    """A sequence classifier with a fresh head of ``len(label_names)`` outputs, pooled as ``pooling``.
+
+    Pretrained weights are loaded when the source has them; ``builtin:tiny-random-bert`` is
+    initialised from ``seed``. The head is always new, so its init also depends on ``seed``.
+    ``pooling: auto`` is resolved from the source (:func:`resolved_pooling`).
+    """
+    import torch
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from trainables.pooling import PooledClassifier, uses_own_head
+
+    local = resolve_source(source)
+    pooling = resolved_pooling(source, pooling)
+    config = load_model_config(source)
+    for key, value in _label_fields(label_names).items():
+        setattr(config, key, value)
+    if pad_token_id is not None and config.pad_token_id is None:
+        config.pad_token_id = pad_token_id  # decoders pool on the last non-pad token
     torch.manual_seed(seed)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
     try:
         if _is_random_init(local):
-            config = load_model_config(source)
-            for key, value in labels.items():
-                setattr(config, key, value)
-            model = AutoModelForSequenceClassification.from_config(config)
-        else:
+            model = classifier_from_config(config, pooling)
+        elif uses_own_head(config, pooling):
             model = AutoModelForSequenceClassification.from_pretrained(
-                local, trust_remote_code=False, ignore_mismatched_sizes=True, **labels
+                local, config=config, trust_remote_code=False, ignore_mismatched_sizes=True
             )
+        else:
+            backbone = AutoModel.from_pretrained(local, config=config, trust_remote_code=False)
+            how = "mean" if pooling == "mean" else "last"
+            model = PooledClassifier(backbone, how=how, num_labels=len(label_names))
     finally:
         hf_logging.set_verbosity(verbosity)
-    if pad_token_id is not None and model.config.pad_token_id is None:
-        model.config.pad_token_id = pad_token_id  # decoders pool on the last non-pad token
     return model

@@ -55,8 +55,7 @@ class TextClassifier:
     """Load once, then ``predict`` texts or ``evaluate`` a labelled split."""
 
     def __init__(self, directory: str | Path, *, demonstrations: Split | None = None):
-        from transformers import AutoModelForSequenceClassification
-
+        from trainables.checkpoints import load_classifier
         from trainables.models import load_tokenizer
 
         directory = Path(directory)
@@ -72,9 +71,7 @@ class TextClassifier:
             )
         demos = demonstrations or Split([], [])
         self.tokenizer = load_tokenizer(str(directory))
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            directory, trust_remote_code=False
-        ).eval()
+        self.model = load_classifier(directory)  # pooling and strategy from trial.json
         precision = self.info["hyperparameters"].get("precision", "fp32")
         self.precision = precision if precision != "fp16" else "fp32"  # fp16 autocast is CUDA-only
         self.batch_size = eval_batch_size(int(self.info["hyperparameters"].get("batch_size", 16)))
