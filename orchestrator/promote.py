@@ -22,13 +22,19 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.selection import Candidate, SelectionError, candidates, find_sweep_run
 from orchestrator.tracking import TAGS, library_versions
-from trainables.checkpoints import RESUME_FILE
+from trainables.checkpoints import write_standalone
 from trainables.data import read_split, write_split
 from trainables.predictor import DEMONSTRATIONS_FILE, CheckpointError, TextClassifier, check_checkpoint
 
 __all__ = ["PromoteError", "Promotion", "check_export_target", "choose", "localize", "promote"]
 
-SERVING_LIBRARIES = ("torch", "transformers", "safetensors", "mlflow")  # what predict needs at run time
+SERVING_LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "safetensors",
+    "mlflow",
+)  # what predict needs at run time
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIRS = [Path(__file__).resolve().parents[1] / p for p in ("trainables", "search_spaces")]
 
@@ -65,7 +71,62 @@ def choose(ranked: list[Candidate], trial: str | None) -> Candidate:
     return with_checkpoint[0]
 
 
+_STRATEGY_TEXT = {
+    "full": "every parameter above the frozen prefix trained",
+    "bitfit": "bias terms above the frozen prefix + the head trained",
+    "lora": "low-rank adapters on the projections above the frozen prefix + the head",
+    "prompt": "trainable soft-prompt tokens + the head; encoder frozen",
+}
+_POOLING_TEXT = {
+    "cls": "the architecture's own head; decoders: the last non-pad token",
+    "mean": "masked mean of the last hidden states, then a linear head",
+}
+
+
+def _usage(info: dict) -> str:
+    """How to load this export: plain transformers where possible, else the project's loader."""
+    hp = info["hyperparameters"]
+    plain = hp.get("pooling", "cls") == "cls" and (
+        hp.get("strategy") in ("full", "bitfit") or info.get("merged")
+    )
+    loader = """```python
+# pip install ray-sweeps-orchestrator (or put its trainables/ and search_spaces/ on the path)
+from trainables.checkpoints import load_classifier  # rebuilds pooling/strategy from trial.json
+model = load_classifier(".")
+```"""
+    if plain:
+        return (
+            """```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained(".")
+tokenizer = AutoTokenizer.from_pretrained(".")
+```
+"""
+            + "(decoder-only models: use the loader below.)\n"
+            + loader
+        )
+    if hp.get("pooling") == "mean" and hp.get("strategy") != "prompt":
+        return (
+            loader
+            + """
+Without this package (plain `transformers` + `safetensors`, no remote code): `AutoModel.from_pretrained(".")`
+loads the encoder; take the mean of its last hidden states over the attention mask, then apply
+`classifier.weight` / `classifier.bias` from `model.safetensors` (logits = pooled @ W.T + b).
+"""
+        )
+    return loader + "\n(soft prompts need `peft`; the loader applies them.)\n"
+
+
 def _model_card(sweep: str, c: Candidate, sweep_run, val: dict, test: dict, info: dict, metric: str) -> str:
+    hp_values = info["hyperparameters"]
+    settings = (
+        ", ".join(f"{k}={v}" for k, v in sorted(hp_values.items()) if k.startswith(("lora_", "prompt_")))
+        or "no sub-knobs"
+    )
+    strategy, pooling = hp_values.get("strategy", "full"), hp_values.get("pooling", "cls")
+    trainable = (
+        f"{int(c.metrics['trainable_params']):,}" if "trainable_params" in c.metrics else "not recorded"
+    )
     hp = "\n".join(f"| {k} | {v} |" for k, v in sorted(info["hyperparameters"].items()))
     hashes = "\n".join(
         f"- {k.removeprefix('data.').removesuffix('.sha256')}: `{v}`"
@@ -83,12 +144,14 @@ Text classifier with labels: {", ".join(info["label_names"])}. Selected by `{met
 validation split over every epoch of every trial (MLflow run `{c.run_id}`, sweep run
 `{sweep_run.info.run_id}`).
 
+## How it was trained
+- strategy: `{strategy}` ({_STRATEGY_TEXT.get(strategy, "")}); {settings}
+- pooling: `{pooling}` ({_POOLING_TEXT.get(pooling, "")})
+- freeze_layers: `{hp_values.get("freeze_layers", 0)}`; trainable parameters: {trainable}
+- weights here: {"LoRA adapters merged into the weights they adapt (a plain model)" if info.get("merged") else "as trained"}
+
 ## Use
-```python
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-model = AutoModelForSequenceClassification.from_pretrained(".")
-tokenizer = AutoTokenizer.from_pretrained(".")
-```
+{_usage(info)}
 Inputs must be wrapped with the context template below (`trial.json` holds it; few-shot
 demonstrations come from `{DEMONSTRATIONS_FILE}` when present), as `orchestrator predict` does.
 
@@ -128,10 +191,8 @@ def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple
         info = check_checkpoint(source)
     except CheckpointError as exc:
         raise PromoteError(str(exc).replace(str(source), str(c.checkpoint))) from None
-    out.mkdir(parents=True, exist_ok=True)
-    for f in source.iterdir():
-        if f.is_file() and f.name != RESUME_FILE:
-            shutil.copy2(f, out / f.name)
+    write_standalone(source, out)  # LoRA merged into the weights; no optimizer state
+    info = check_checkpoint(out)
     data_dir = f"{sweep_run.data.tags[TAGS.EXPERIMENT_PATH]}/data"
     if info["template"].get("shots", 0):
         write_split(read_split(f"{data_dir}/train.parquet"), str(out / DEMONSTRATIONS_FILE))

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from search_spaces import objectives as M
 from search_spaces.domains import Domain
@@ -44,6 +52,14 @@ class DataSpec(_Strict):
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example, context included")
 
 
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+# A knob's domains: one domain in the sweep file is read as a list of one.
+Alternatives = Annotated[list[Domain], BeforeValidator(_as_list), Field(min_length=1)]
+
+
 class SchedulerSpec(_Strict):
     type: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(1, ge=1, description="epochs every trial runs before it can be stopped")
@@ -57,7 +73,7 @@ class SearchSpec(_Strict):
     max_concurrent_trials: int | Literal["auto"] = "auto"
     seed: int = 0
     scheduler: SchedulerSpec = SchedulerSpec()
-    space: dict[str, Domain | list[Domain]] = Field(
+    space: dict[str, Alternatives] = Field(
         {}, description="knob -> domain, or a list of domains with exclusive `when` conditions"
     )
 
@@ -150,8 +166,7 @@ class SweepSpec(_Strict):
 
     def alternatives(self, key: str) -> list[Any]:
         """The domains of searched knob ``key`` (a list even when the sweep file gives one)."""
-        domains = self.search.space.get(key, [])
-        return list(domains) if isinstance(domains, list) else [domains]
+        return list(self.search.space.get(key, []))
 
     def conditional(self, key: str) -> bool:
         """True when every domain of ``key`` has a ``when`` condition."""
@@ -160,20 +175,17 @@ class SweepSpec(_Strict):
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    # pydantic puts the union member's tag in the path (space.lr.loguniform.low); drop those
-    parts = [
-        str(p)
-        for p in loc
-        if p
-        not in {
-            "loguniform",
-            "uniform",
-            "int",
-            "choice",
-            "list[tagged-union[LogUniform,Uniform,IntRange,Choice]]",
-            "tagged-union[LogUniform,Uniform,IntRange,Choice]",
-        }
-    ]
+    # pydantic puts the union member's tag in the path (space.lr.loguniform.low); drop those,
+    # and name the n-th domain of a knob that lists several as "(domain n)"
+    parts: list[str] = []
+    for p in loc:
+        if p in {"loguniform", "uniform", "int", "choice"}:
+            continue
+        if isinstance(p, int) and len(parts) >= 2 and parts[-2] == "space":
+            if p:
+                parts[-1] += f" (domain {p + 1})"
+            continue
+        parts.append(str(p))
     return ".".join(parts) or "(top level)"
 
 

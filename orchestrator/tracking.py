@@ -22,7 +22,7 @@ from search_spaces import objectives as M
 
 __all__ = ["SweepRecorder", "TrialRecorderCallback", "TAGS", "artifact_root_for", "library_versions"]
 
-LIBRARIES = ("ray", "torch", "transformers", "datasets", "optuna", "mlflow", "safetensors")
+LIBRARIES = ("ray", "torch", "transformers", "peft", "datasets", "optuna", "mlflow", "safetensors")
 
 
 def library_versions() -> dict[str, str]:

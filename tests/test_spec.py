@@ -55,7 +55,7 @@ def test_yaml_scientific_notation_is_coerced(tmp_path):
     )
     spec = load_spec(path)
     assert spec.train.learning_rate == pytest.approx(1e-5)
-    assert spec.search.space["weight_decay"].low == pytest.approx(1e-6)
+    assert spec.search.space["weight_decay"][0].low == pytest.approx(1e-6)
 
 
 def test_overrides_are_dotted_and_typed():
@@ -80,8 +80,9 @@ def test_resolve_fills_auto_and_coerces(tmp_path, data_dir):
     path = write_sweep(data_dir, spec)
     r = resolve_sweep(load_spec(path), path, tmp_path / "work")
     assert r.num_layers == 2
-    assert r.space["freeze_layers"].high == 2
-    assert r.space["batch_size"].values == [8, 16]
+    assert r.space["freeze_layers"][0].high == 2
+    assert r.space["batch_size"][0].values == [8, 16]
+    assert r.fixed["strategy"] == "full" and r.fixed["pooling"] == "cls"  # tiny BERT: no mean-pooling config
     assert r.data.label_names == ["negative", "positive"]
     assert r.tracking_uri == f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"
 
@@ -151,3 +152,134 @@ def test_validate_cli_exit_codes(tmp_path, data_dir):
     assert "4 trials" in proc.stdout
     proc = cli("validate", str(good), "--set", "search.num_trials=zero", timeout=120)
     assert proc.returncode == 2 and "search.num_trials" in proc.stderr
+
+
+# --- conditional space, strategies and pooling ---------------------------------------------
+
+LORA_R = {"type": "int", "low": 2, "high": 8, "when": {"strategy": "lora"}}
+STRATEGY = {"type": "choice", "values": ["full", "lora"]}
+
+
+def _conditional(**extra) -> dict:
+    spec = sweep_dict(**extra)
+    spec["search"]["space"].setdefault("strategy", STRATEGY)
+    return spec
+
+
+CONDITIONAL_CASES = [
+    (
+        {"search__space__lora_r": {**LORA_R, "when": {"strat": "lora"}}},
+        "search.space.lora_r.when: 'strat' is not a train knob",
+    ),
+    (
+        {"search__space__lora_r": {**LORA_R, "when": {"strategy": "lorra"}}},
+        "search.space.lora_r.when.strategy: 'lorra' is not a valid strategy (Value error, unknown strategy 'lorra'",
+    ),
+    (
+        {"search__space__lora_r": {**LORA_R, "when": {"strategy": "prompt"}}},
+        "search.space.lora_r.when: strategy never takes prompt in this sweep (it can be: full, lora)",
+    ),
+    (
+        {"search__space__lora_r": {"type": "int", "low": 2, "high": 8}},
+        "only lora trials use it; add when: {strategy: lora}",
+    ),
+    (
+        {"train__prompt_tokens": 8},
+        "train.prompt_tokens: only strategy prompt uses it, and no trial runs prompt",
+    ),
+    (
+        {"search__space__strategy": {"type": "choice", "values": ["full", "prompt"]}},
+        "strategy prompt trains no encoder block, so freeze_layers must be 2 (auto), not 0",
+    ),
+    (
+        {
+            "search__space__learning_rate": [
+                {"type": "loguniform", "low": 1e-5, "high": 1e-4, "when": {"strategy": ["full", "lora"]}},
+                {"type": "loguniform", "low": 1e-3, "high": 1e-2, "when": {"strategy": "lora"}},
+            ]
+        },
+        "search.space.learning_rate: domains 1 and 2 can both apply; make their when conditions exclusive",
+    ),
+    (
+        {
+            "search__space__learning_rate": [
+                {"type": "loguniform", "low": 1e-5, "high": 1e-4, "when": {"strategy": "full"}},
+                {"type": "uniform", "low": 1e-3, "high": 1e-2, "when": {"strategy": "lora"}},
+            ]
+        },
+        "search.space.learning_rate: alternatives must share one type",
+    ),
+    (
+        {"search__space__pooling": {"type": "choice", "values": ["cls"], "when": {"lora_r": 4}}},
+        "its when conditions form a cycle; condition on knobs in one direction",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), CONDITIONAL_CASES)
+def test_conditional_space_errors_name_knob_and_fix(tmp_path, data_dir, overrides, expected):
+    spec = _conditional(**overrides)
+    if "lora_r" not in spec["search"]["space"] and "pooling" in spec["search"]["space"]:
+        spec["search"]["space"]["lora_r"] = {**LORA_R, "when": {"pooling": "cls"}}
+    lines = _errors(data_dir, spec)
+    assert any(expected in line for line in lines), lines
+
+
+def test_prompt_with_fixed_freeze_layers_and_lora_without_blocks(tmp_path, data_dir):
+    spec = sweep_dict(train={"strategy": "prompt", "freeze_layers": 1, "epochs": 2})
+    del spec["search"]["space"]["freeze_layers"]
+    lines = _errors(data_dir, spec)
+    assert any("freeze_layers must be 2 (auto), not 1" in line for line in lines), lines
+
+
+def test_conditional_space_resolves_and_samples_only_where_it_applies(tmp_path, data_dir):
+    import optuna
+
+    from orchestrator.tune_space import DefineByRun
+
+    spec = _conditional(train={"epochs": 2, "freeze_layers": "auto", "lora_alpha": 32})
+    space = spec["search"]["space"]
+    space["strategy"] = {"type": "choice", "values": ["full", "bitfit", "lora", "prompt"]}
+    space["freeze_layers"] = {
+        "type": "int",
+        "low": 0,
+        "high": "auto",
+        "when": {"strategy": ["full", "bitfit", "lora"]},
+    }
+    space["lora_r"] = LORA_R
+    space["prompt_tokens"] = {"type": "choice", "values": [4, 8], "when": {"strategy": "prompt"}}
+    space["pooling"] = {"type": "choice", "values": ["auto", "cls", "mean"]}
+    space["learning_rate"] = [
+        {"type": "loguniform", "low": 1e-5, "high": 1e-4, "when": {"strategy": "full"}},
+        {"type": "loguniform", "low": 1e-3, "high": 1e-2, "when": {"strategy": ["bitfit", "lora", "prompt"]}},
+    ]
+    path = write_sweep(data_dir, spec)
+    r = resolve_sweep(load_spec(path), path, tmp_path / "work")
+    assert r.space["pooling"][0].values == ["cls", "mean"]  # auto is cls for this model: deduplicated
+    assert "lora_alpha" not in r.fixed and r.fallback["lora_alpha"] == 32
+    assert r.fallback["freeze_layers"] == 2  # prompt trials: auto = the layer count
+
+    dbr = DefineByRun(r.space, r.fixed, r.fallback)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        config = {**r.fixed, **dbr(trial), **trial.params}
+        strategy = config["strategy"]
+        seen.add(strategy)
+        assert ("lora_r" in config) == ("lora_alpha" in config) == (strategy == "lora")
+        assert ("prompt_tokens" in config) == (strategy == "prompt")
+        assert config["freeze_layers"] == 2 if strategy == "prompt" else 0 <= config["freeze_layers"] <= 2
+        assert (1e-5 <= config["learning_rate"] <= 1e-4) == (strategy == "full")
+        if strategy == "lora":
+            assert 2 <= config["lora_r"] <= 8 and config["lora_alpha"] == 32
+        study.tell(trial, 0.5)
+    assert seen == {"full", "bitfit", "lora", "prompt"}
+
+
+def test_validate_prints_conditions(tmp_path, data_dir):
+    spec = _conditional()
+    spec["search"]["space"]["lora_r"] = LORA_R
+    proc = cli("validate", str(write_sweep(data_dir, spec)), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "search lora_r: {'low': 2, 'high': 8} (int)  when strategy in ['lora']" in proc.stdout
