@@ -14,9 +14,8 @@ class BitFit(Strategy):
     name = "bitfit"
 
     def _check(self, model, depth, cfg, *, max_length):
-        if not any(
-            n.endswith("bias") for n, _ in model.named_parameters() if n not in head_parameter_names(model)
-        ):
+        head = set(head_parameter_names(model))  # once, not once per parameter
+        if not any(n.endswith("bias") and n not in head for n, _ in model.named_parameters()):
             return [f"strategy bitfit: {type(model).__name__} has no bias terms to train; use lora or full"]
         return []
 
