@@ -63,6 +63,11 @@ def validate(
         f"   data: {len(r.data.train)} train / {len(r.data.validation)} validation rows, "
         f"labels {', '.join(r.data.label_names)} (majority rate {r.data.majority_rate():.3f})"
     )
+    if r.data.dropped:
+        skipped = ", ".join(f"{n} from {k}" for k, n in r.data.dropped.items())
+        out.print(
+            f"   skipped rows with an empty text or label (data.drop_empty_rows): {skipped}", markup=False
+        )
     for key, domains in r.space.items():
         for domain in domains:
             when = domain.conditions()

@@ -87,6 +87,7 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
             text_column=spec.data.text_column,
             label_column=spec.data.label_column,
             seed=spec.search.seed,
+            drop_empty_rows=spec.data.drop_empty_rows,
         )
     except DataError as exc:
         errors.append(str(exc))

@@ -142,6 +142,7 @@ def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
         "labels": ",".join(r.data.label_names),
         "train_rows": len(r.data.train),
         "validation_rows": len(r.data.validation),
+        **{f"dropped_rows.{k.removeprefix('data.')}": n for k, n in r.data.dropped.items()},
     }
     for key, domains in r.space.items():
         dumped = [d.model_dump(exclude_none=True) for d in domains]
@@ -156,72 +157,157 @@ class SweepOutcome:
     board: list[Candidate]  # each trial's best epoch, best first
 
 
+def _check_resume(r: ResolvedSweep, snapshot: dict[str, Any]) -> bool:
+    """True when the work directory holds this very sweep; SpecError when it holds another one."""
+    previous = _read_text(f"{r.experiment_path}/{SNAPSHOT}")
+    if previous is None:
+        return False
+    old = json.loads(previous)
+    if old["fingerprint"] != snapshot["fingerprint"]:
+        changed = _changed_keys(old["spec"], snapshot["spec"]) or ["data files"]
+        raise SpecError(
+            f"{r.experiment_path} already holds sweep '{r.spec.name}' with other settings "
+            f"(changed: {', '.join(changed[:5])}); use another --workdir (or storage), or another name"
+        )
+    return True
+
+
+def _write_inputs(r: ResolvedSweep, snapshot: dict[str, Any]) -> None:
+    """The sweep's data splits and its fingerprint, written once (a resume reads them back)."""
+    data_dir = f"{r.experiment_path}/data"
+    write_split(r.data.train, f"{data_dir}/train.parquet")
+    write_split(r.data.validation, f"{data_dir}/validation.parquet")
+    if r.data.test is not None:  # only promotion reads it, never selection
+        write_split(r.data.test, f"{data_dir}/test.parquet")
+    _write_text(f"{r.experiment_path}/{SNAPSHOT}", json.dumps(snapshot, indent=2))
+
+
+def _open_parent(
+    r: ResolvedSweep, recorder: SweepRecorder, snapshot: dict[str, Any], concurrency: int, resuming: bool
+) -> str:
+    """Create (or re-attach) the sweep's parent MLflow run with its params, tags and spec artifacts."""
+    tags = {
+        **{f"version.{k}": v for k, v in library_versions().items()},
+        "majority_rate": f"{r.data.majority_rate():.4f}",
+    }
+    tags.update({f"data.{k}.sha256": v for k, v in snapshot["data_sha256"].items()})
+    commit = _git_commit(r.spec_path.parent)
+    if commit:
+        tags["git_commit"] = commit
+    parent_id = recorder.open_parent(
+        sweep=r.spec.name, experiment_path=r.experiment_path, params=_parent_params(r, concurrency), tags=tags
+    )
+    if not resuming or not recorder.client.list_artifacts(parent_id, "spec"):
+        recorder.client.log_text(parent_id, r.spec_path.read_text(), f"spec/{r.spec_path.name}")
+        recorder.client.log_text(
+            parent_id, yaml.safe_dump(snapshot["spec"], sort_keys=False), "spec/resolved.yaml"
+        )
+    return parent_id
+
+
+def _trial_setup(r: ResolvedSweep) -> TrialSetup:
+    spec = r.spec
+    data_dir = f"{r.experiment_path}/data"
+    task = TaskConfig(
+        model=spec.model,
+        train_data=f"{data_dir}/train.parquet",
+        validation_data=f"{data_dir}/validation.parquet",
+        label_names=r.data.label_names,
+        max_length=spec.data.max_length,
+        templates=spec.templates,
+        data_seed=spec.search.seed,
+    )
+    return TrialSetup(
+        task=task.model_dump(),
+        train_root=f"{r.experiment_path}/checkpoints",
+        workers=spec.resources.workers_per_trial,
+        cpus_per_worker=spec.resources.cpus_per_worker,
+        gpus_per_worker=spec.resources.gpus_per_worker,
+    )
+
+
+def _scheduler(r: ResolvedSweep) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sched = r.spec.search.scheduler
+    if sched.type != "asha":
+        return FIFOScheduler()
+    max_epochs = max([r.spec.train.epochs] + [int(v) for d in r.space.get("epochs", []) for v in d.corners()])
+    return ASHAScheduler(
+        time_attr="epoch",  # our counter: Tune's training_iteration restarts after a restore
+        max_t=max_epochs,
+        grace_period=sched.grace_period,
+        reduction_factor=sched.reduction_factor,
+    )
+
+
+def _new_tuner(r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: int) -> Any:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = r.spec.search
+    return tune.Tuner(
+        trainable,
+        param_space=dict(r.fixed),  # constants; the searcher samples the rest
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode=search.mode,
+            num_samples=search.num_trials,
+            max_concurrent_trials=concurrency,
+            # TPE, seeded, over a define-by-run space (conditional knobs)
+            search_alg=OptunaSearch(
+                space=DefineByRun(r.space, r.fixed, r.fallback),
+                metric=search.metric,
+                mode=search.mode,
+                seed=search.seed,
+            ),
+            scheduler=_scheduler(r),
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=r.spec.name,
+            storage_path=r.storage,
+            failure_config=tune.FailureConfig(max_failures=1),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
+
+
+def _concurrency(r: ResolvedSweep) -> int:
+    import ray
+
+    search = r.spec.search
+    if search.max_concurrent_trials == "auto":
+        return auto_concurrency(ray.cluster_resources(), r.spec.resources, search.num_trials)
+    return min(int(search.max_concurrent_trials), search.num_trials)
+
+
 def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> SweepOutcome:
     """Run or resume the sweep; return its status and per-trial leaderboard."""
     import optuna
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec = r.spec
-    exp_path = r.experiment_path
+    spec, search, exp_path = r.spec, r.spec.search, r.experiment_path
     snapshot = _fingerprint(r)
-    previous = _read_text(f"{exp_path}/{SNAPSHOT}")
-    resuming = previous is not None
-    if resuming:
-        old = json.loads(previous)
-        if old["fingerprint"] != snapshot["fingerprint"]:
-            changed = _changed_keys(old["spec"], snapshot["spec"]) or ["data files"]
-            raise SpecError(
-                f"{exp_path} already holds sweep '{spec.name}' with other settings (changed: {', '.join(changed[:5])}); "
-                "use another --workdir (or storage), or another name"
-            )
-
+    resuming = _check_resume(r, snapshot)
     # Check that one trial fits before any Ray process starts (local case).
-    local = not os.environ.get("RAY_ADDRESS")
-    search = spec.search
-    if local and search.max_concurrent_trials == "auto":
+    if not os.environ.get("RAY_ADDRESS") and search.max_concurrent_trials == "auto":
         auto_concurrency(local_resources(), spec.resources, search.num_trials)
-
-    data_dir = f"{exp_path}/data"
     if not resuming:
-        write_split(r.data.train, f"{data_dir}/train.parquet")
-        write_split(r.data.validation, f"{data_dir}/validation.parquet")
-        if r.data.test is not None:  # only promotion reads it, never selection
-            write_split(r.data.test, f"{data_dir}/test.parquet")
-        _write_text(f"{exp_path}/{SNAPSHOT}", json.dumps(snapshot, indent=2))
+        _write_inputs(r, snapshot)
 
     started_ray = _init_ray(verbose)
     import ray
+    from ray import tune
 
     try:
         check_shared_storage(r.storage, {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
-        concurrency = (
-            auto_concurrency(ray.cluster_resources(), spec.resources, search.num_trials)
-            if search.max_concurrent_trials == "auto"
-            else min(int(search.max_concurrent_trials), search.num_trials)
-        )
+        concurrency = _concurrency(r)
         recorder = SweepRecorder(
             r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
         )
-        tags = {
-            **{f"version.{k}": v for k, v in library_versions().items()},
-            "majority_rate": f"{r.data.majority_rate():.4f}",
-        }
-        tags.update({f"data.{k}.sha256": v for k, v in snapshot["data_sha256"].items()})
-        commit = _git_commit(r.spec_path.parent)
-        if commit:
-            tags["git_commit"] = commit
-        parent_id = recorder.open_parent(
-            sweep=spec.name, experiment_path=exp_path, params=_parent_params(r, concurrency), tags=tags
-        )
-        if not resuming or not recorder.client.list_artifacts(parent_id, "spec"):
-            recorder.client.log_text(parent_id, r.spec_path.read_text(), f"spec/{r.spec_path.name}")
-            recorder.client.log_text(
-                parent_id, yaml.safe_dump(snapshot["spec"], sort_keys=False), "spec/resolved.yaml"
-            )
-
+        parent_id = _open_parent(r, recorder, snapshot, concurrency, resuming)
         console.print(
             f"[bold]sweep[/bold] {spec.name}: {search.num_trials} trials, {concurrency} at a time, "
             f"model {spec.model}, metric {search.metric} ({search.mode})"
@@ -230,30 +316,18 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         if resuming:
             console.print(f"[bold]resuming[/bold] {exp_path}")
 
-        train_root = f"{exp_path}/checkpoints"
-        task = TaskConfig(
-            model=spec.model,
-            train_data=f"{data_dir}/train.parquet",
-            validation_data=f"{data_dir}/validation.parquet",
-            label_names=r.data.label_names,
-            max_length=spec.data.max_length,
-            templates=spec.templates,
-            data_seed=search.seed,
-        )
-        setup = TrialSetup(
-            task=task.model_dump(),
-            train_root=train_root,
-            workers=spec.resources.workers_per_trial,
-            cpus_per_worker=spec.resources.cpus_per_worker,
-            gpus_per_worker=spec.resources.gpus_per_worker,
-        )
+        setup = _trial_setup(r)
         # The trial actor only drives its Train run; the workers hold the real resources.
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, setup=setup), driver_resources(ray.cluster_resources())
         )
         callbacks = [
             TrialRecorderCallback(
-                r.tracking_uri, recorder.experiment_id, parent_id, sweep=spec.name, train_root=train_root
+                r.tracking_uri,
+                recorder.experiment_id,
+                parent_id,
+                sweep=spec.name,
+                train_root=setup.train_root,
             ),
             ProgressCallback(
                 console, metric=search.metric, searched=list(r.space), num_trials=search.num_trials
@@ -265,62 +339,28 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
                 exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
             )
         else:
-            max_epochs = max(
-                [spec.train.epochs] + [int(v) for d in r.space.get("epochs", []) for v in d.corners()]
-            )
-            sched = search.scheduler
-            scheduler = (
-                ASHAScheduler(
-                    time_attr="epoch",  # our counter: Tune's training_iteration restarts after a restore
-                    max_t=max_epochs,
-                    grace_period=sched.grace_period,
-                    reduction_factor=sched.reduction_factor,
-                )
-                if sched.type == "asha"
-                else FIFOScheduler()
-            )
-            tuner = tune.Tuner(
-                trainable,
-                param_space=dict(r.fixed),  # constants; the searcher samples the rest
-                tune_config=tune.TuneConfig(
-                    metric=search.metric,
-                    mode=search.mode,
-                    num_samples=search.num_trials,
-                    max_concurrent_trials=concurrency,
-                    # TPE, seeded, over a define-by-run space (conditional knobs)
-                    search_alg=OptunaSearch(
-                        space=DefineByRun(r.space, r.fixed, r.fallback),
-                        metric=search.metric,
-                        mode=search.mode,
-                        seed=search.seed,
-                    ),
-                    scheduler=scheduler,
-                    reuse_actors=False,
-                ),
-                run_config=tune.RunConfig(
-                    name=spec.name,
-                    storage_path=r.storage,
-                    failure_config=tune.FailureConfig(max_failures=1),
-                    callbacks=callbacks,
-                    verbose=0,
-                ),
-            )
-        status = "FAILED"
-        try:
-            results = tuner.fit()
-            # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted.
-            unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < search.num_trials
-            errors = [res for res in results if res.error is not None]
-            status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
-        finally:
-            board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
-            if board:
-                _record_leaderboard(recorder, parent_id, board, search.metric)
-            recorder.close(status)
-        return SweepOutcome(status, board)
+            tuner = _new_tuner(r, trainable, callbacks, concurrency)
+        return _fit(tuner, recorder, parent_id, search.metric, search.num_trials)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _fit(tuner: Any, recorder: SweepRecorder, parent_id: str, metric: str, num_trials: int) -> SweepOutcome:
+    """Run the Tuner; close the parent run as FINISHED, KILLED (interrupted) or FAILED with its leaderboard."""
+    status = "FAILED"
+    try:
+        results = tuner.fit()
+        # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted.
+        unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < num_trials
+        errors = [res for res in results if res.error is not None]
+        status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
+    finally:
+        board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
+        if board:
+            _record_leaderboard(recorder, parent_id, board, metric)
+        recorder.close(status)
+    return SweepOutcome(status, board)
 
 
 def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:

@@ -50,6 +50,9 @@ class DataSpec(_Strict):
     text_column: str = "text"
     label_column: str = "label"
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example, context included")
+    drop_empty_rows: bool = Field(
+        False, description="skip rows with an empty text or a missing label (counted) instead of refusing"
+    )
 
 
 def _as_list(value: Any) -> Any:

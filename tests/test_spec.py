@@ -130,6 +130,19 @@ def test_bad_rows_are_named(tmp_path, data_dir):
     assert any("data.train row 6: empty or non-text 'text'" in line for line in lines), lines
 
 
+def test_drop_empty_rows_skips_and_counts(tmp_path, data_dir):
+    write_csv(data_dir / "train.csv", [*review_rows(5), ("   ", "positive"), ("ok", None)])
+    lines = _errors(data_dir, sweep_dict())
+    assert any("fix or drop the row, or set data.drop_empty_rows: true" in line for line in lines), lines
+    path = write_sweep(data_dir, sweep_dict(data__drop_empty_rows=True))
+    r = resolve_sweep(load_spec(path), path, tmp_path / "work")
+    assert len(r.data.train) == 5
+    assert r.data.dropped == {"data.train": 2}
+    out = cli("validate", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "data.drop_empty_rows): 2 from data.train" in out.stdout
+
+
 def test_all_mistakes_reported_together(tmp_path, data_dir):
     lines = _errors(data_dir, sweep_dict(model="builtin:nope", data__text_column="body"))
     assert len(lines) >= 2

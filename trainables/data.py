@@ -8,6 +8,7 @@ trials of a sweep see the same data whatever machine they land on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,9 @@ class PreparedData:
     train: Split
     validation: Split
     test: Split | None = None
+    dropped: dict[str, int] = dataclasses.field(
+        default_factory=dict
+    )  # file field -> rows skipped (drop_empty_rows)
 
     def majority_rate(self) -> float:
         """Validation accuracy of always predicting the most frequent training label."""
@@ -87,19 +91,31 @@ def load_table(source: str, field: str):  # -> pandas.DataFrame
     return ds.to_pandas()
 
 
-def _columns(df, field: str, text_column: str, label_column: str):  # -> (texts, raw labels)
+def _columns(
+    df, field: str, text_column: str, label_column: str, drop_empty: bool
+):  # -> (texts, labels, dropped)
     for column, knob in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in df.columns:
             raise DataError(
                 f"{field}: no column '{column}'; set data.{knob} to one of: {', '.join(map(str, df.columns))}"
             )
-    texts, labels = df[text_column].tolist(), df[label_column].tolist()
-    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+    texts, labels, dropped = [], [], 0
+    for i, (text, label) in enumerate(zip(df[text_column].tolist(), df[label_column].tolist(), strict=True)):
+        problem = None
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{field} row {i + 1}: empty or non-text '{text_column}'; fix or drop the row")
-        if label is None or (isinstance(label, float) and np.isnan(label)):
-            raise DataError(f"{field} row {i + 1}: missing '{label_column}'; fix or drop the row")
-    return texts, labels
+            problem = f"empty or non-text '{text_column}'"
+        elif label is None or (isinstance(label, float) and np.isnan(label)):
+            problem = f"missing '{label_column}'"
+        if problem is None:
+            texts.append(text)
+            labels.append(label)
+        elif drop_empty:
+            dropped += 1
+        else:
+            raise DataError(
+                f"{field} row {i + 1}: {problem}; fix or drop the row, or set data.drop_empty_rows: true"
+            )
+    return texts, labels, dropped
 
 
 def _label_key(value) -> str:
@@ -139,13 +155,24 @@ def prepare_splits(
     text_column: str,
     label_column: str,
     seed: int,
+    drop_empty_rows: bool = False,
 ) -> PreparedData:
     """Read, check and split the sweep's data.
 
     Without a validation file, ``validation_fraction`` of the training rows (at least one per
     run) is held out by a seeded permutation, so the split depends only on the file and seed.
+    With ``drop_empty_rows``, rows with an empty text or a missing label are skipped (counted in
+    ``dropped``) instead of refused.
     """
-    texts, raw = _columns(load_table(train, "data.train"), "data.train", text_column, label_column)
+    dropped: dict[str, int] = {}
+
+    def read(source: str, name: str) -> tuple[list, list]:
+        texts, raw, dropped[name] = _columns(
+            load_table(source, name), name, text_column, label_column, drop_empty_rows
+        )
+        return texts, raw
+
+    texts, raw = read(train, "data.train")
     names = _sorted_names(raw)
     if len(names) < 2:
         raise DataError(
@@ -164,15 +191,13 @@ def prepare_splits(
         val_split = Split([texts[i] for i in val_idx], [labels[i] for i in val_idx])
     else:
         train_split = Split(texts, labels)
-        v_texts, v_raw = _columns(
-            load_table(validation, "data.validation"), "data.validation", text_column, label_column
-        )
+        v_texts, v_raw = read(validation, "data.validation")
         val_split = Split(v_texts, _encode(v_raw, names, "data.validation", label_column))
     test_split = None
     if test is not None:
-        t_texts, t_raw = _columns(load_table(test, "data.test"), "data.test", text_column, label_column)
+        t_texts, t_raw = read(test, "data.test")
         test_split = Split(t_texts, _encode(t_raw, names, "data.test", label_column))
-    return PreparedData(names, train_split, val_split, test_split)
+    return PreparedData(names, train_split, val_split, test_split, {k: v for k, v in dropped.items() if v})
 
 
 def filesystem(uri: str):  # -> (pyarrow.fs.FileSystem, path)

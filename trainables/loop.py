@@ -143,6 +143,91 @@ def trial_record(cfg: TrainConfig, template: Any, epoch: int, metrics: dict[str,
     }
 
 
+def _restore_or_build(cfg: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module, dict | None, dict | None]:
+    """The latest checkpoint Ray hands us (model, resume state, its metrics), else a fresh model.
+
+    Either way the strategy (freezing, adapters, prompts) is applied before the DDP wrap.
+    """
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return build_model(cfg, tokenizer), None, None
+    with checkpoint.as_directory() as ckpt_dir:
+        return (
+            load_classifier(ckpt_dir),
+            load_resume_state(ckpt_dir),
+            read_trial_info(ckpt_dir).get("metrics"),
+        )
+
+
+def _resume_optimizer(resume: dict | None, optimizer: Any, scheduler: Any, generator: torch.Generator) -> int:
+    """Restore optimizer, schedule and RNG state from a resume checkpoint; the epoch it ended."""
+    if resume is None:
+        return 0
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    generator.set_state(resume["generator"])
+    torch.set_rng_state(resume["torch_rng"])
+    return int(resume["epoch"])
+
+
+def _report_epoch(
+    cfg: TrainConfig,
+    *,
+    rank: int,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    template: Any,
+    metrics: dict[str, Any],
+    state: dict[str, Any],
+) -> None:
+    """Rank 0 alone writes the checkpoint; every rank reports (report() is a barrier).
+
+    ``state`` holds the live optimizer, scheduler and data-order generator; their state goes into
+    the checkpoint (with the torch RNG) when the task keeps resume state.
+    """
+    import ray.train
+
+    epoch = metrics[M.EPOCH]
+    ckpt = None
+    if rank == 0:
+        ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
+        save_checkpoint(
+            ckpt_dir,
+            model=model,
+            tokenizer=tokenizer,
+            trial_info=trial_record(cfg, template, epoch, metrics),
+            resume_state={
+                "epoch": epoch,
+                "optimizer": state["optimizer"].state_dict(),
+                "scheduler": state["scheduler"].state_dict(),
+                "generator": state["generator"].get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            if cfg.task.keep_resume_state
+            else None,
+        )
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir)
+    ray.train.report(
+        metrics,
+        checkpoint=ckpt,
+        checkpoint_dir_name=f"epoch-{epoch:03d}",
+        delete_local_checkpoint_after_upload=True,
+    )
+
+
+def _train_loader(examples: list, cfg: TrainConfig, pad_id: int) -> tuple[Any, torch.Generator]:
+    """The shuffled training loader (sharded across ranks by Ray) and its seeded data-order generator."""
+    import ray.train.torch
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        examples, batch_size=cfg.batch_size, shuffle=True, generator=generator, collate_fn=collate(pad_id)
+    )
+    return ray.train.torch.prepare_data_loader(loader), generator
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -161,45 +246,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_examples, val_examples, truncated, template = encode_splits(cfg, tokenizer)
     val_shard = val_examples[rank::world]
 
-    # Model: resume from the latest checkpoint Ray hands us, else build fresh; the strategy
-    # (freezing, adapters, prompts) is applied before the DDP wrap either way.
-    checkpoint = ray.train.get_checkpoint()
-    resume, resumed_metrics = None, None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            model = load_classifier(ckpt_dir)
-            resume = load_resume_state(ckpt_dir)
-            resumed_metrics = read_trial_info(ckpt_dir).get("metrics")
-    else:
-        model = build_model(cfg, tokenizer)
+    model, resume, resumed_metrics = _restore_or_build(cfg, tokenizer)
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = ray.train.torch.prepare_data_loader(
-        DataLoader(
-            train_examples,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=generator,
-            collate_fn=collate(tokenizer.pad_token_id),
-        )
-    )
+    loader, generator = _train_loader(train_examples, cfg, tokenizer.pad_token_id)
     optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
     scaler = grad_scaler(precision, device)
-    start_epoch = 0
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        generator.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])
-        start_epoch = int(resume["epoch"])
-
+    start_epoch = _resume_optimizer(resume, optimizer, scheduler, generator)
     if resumed_metrics is not None:
         # The report of this checkpoint may not have reached Tune before the failure (or Ctrl-C);
         # repeat it, without a new checkpoint, so the history is complete even when no epoch is
         # left to train. The driver records each epoch once.
         ray.train.report({**resumed_metrics, M.RESUMED_FROM_EPOCH: start_epoch})
 
+    eval_args = dict(
+        batch_size=eval_batch_size(cfg.batch_size),
+        pad_id=tokenizer.pad_token_id,
+        num_labels=len(task.label_names),
+        device=device,
+        precision=precision,
+    )
     trial_started = cfg.trial_started_at or started
     first_step: list[float] = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):  # 1-based: the counter ASHA schedules on
@@ -219,16 +285,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         epoch_seconds = time.time() - t0
         totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
-
-        metrics = evaluate(
-            model,
-            val_shard,
-            batch_size=eval_batch_size(cfg.batch_size),
-            pad_id=tokenizer.pad_token_id,
-            num_labels=len(task.label_names),
-            device=device,
-            precision=precision,
-        )
+        metrics = evaluate(model, val_shard, **eval_args)
         metrics.update(
             {
                 M.EPOCH: epoch,
@@ -241,30 +298,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 M.RESUMED_FROM_EPOCH: start_epoch,
             }
         )
-
-        # Rank 0 alone writes the checkpoint; every rank reports (report() is a barrier).
-        ckpt = None
-        if rank == 0:
-            ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
-            save_checkpoint(
-                ckpt_dir,
-                model=model,
-                tokenizer=tokenizer,
-                trial_info=trial_record(cfg, template, epoch, metrics),
-                resume_state={
-                    "epoch": epoch,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                }
-                if task.keep_resume_state
-                else None,
-            )
-            ckpt = ray.train.Checkpoint.from_directory(ckpt_dir)
-        ray.train.report(
-            metrics,
-            checkpoint=ckpt,
-            checkpoint_dir_name=f"epoch-{epoch:03d}",
-            delete_local_checkpoint_after_upload=True,
+        state = {"optimizer": optimizer, "scheduler": scheduler, "generator": generator}
+        _report_epoch(
+            cfg, rank=rank, model=model, tokenizer=tokenizer, template=template, metrics=metrics, state=state
         )
