@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from orchestrator.console import make_console, styled
 from search_spaces import objectives as M
+from search_spaces.errors import UserError, cap
 
 app = typer.Typer(
     help="Fine-tuning sweeps on Ray (Train + Tune + Optuna), recorded in MLflow.",
@@ -25,17 +26,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Wide enough for the leaderboard when output goes to a file or CI log (not a terminal).
-out = Console(width=None if Console().is_terminal else 160)
-err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
+out = make_console()  # markup off: user text is printed verbatim
+err = make_console(stderr=True)
 
 DEFAULT_WORKDIR = Path("work")
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Where runs, checkpoints and mlflow.db live.")]
 
 
+MAX_LINE = 500  # one problem line, echoed values included
+
+
 def _bad(lines: list[str] | str) -> typer.Exit:
     for line in [lines] if isinstance(lines, str) else lines:
-        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+        err.print(styled(("error:", "red"), " ", cap(line, MAX_LINE)), highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -58,7 +61,7 @@ def validate(
     """Check a sweep file, its data, model and templates; report every mistake. Starts nothing."""
     r = _load(spec, set_, DEFAULT_WORKDIR)
     s = r.spec
-    out.print(f"[green]ok[/green] {spec}: sweep '{s.name}', model {s.model} ({r.num_layers} layers)")
+    out.print(styled(("ok", "green"), f" {spec}: sweep '{s.name}', model {s.model} ({r.num_layers} layers)"))
     out.print(
         f"   data: {len(r.data.train)} train / {len(r.data.validation)} validation rows, "
         f"labels {', '.join(r.data.label_names)} (majority rate {r.data.majority_rate():.3f})"
@@ -104,16 +107,20 @@ def run(
         err.print("interrupted: unfinished trials are saved; re-run the same command to resume")
         raise typer.Exit(130)
     if not board or r.spec.search.metric not in board[0].metrics:
-        err.print("[red]no trial reported a result[/red]; re-run with --verbose to see worker logs")
+        err.print(styled(("no trial reported a result", "red"), "; re-run with --verbose to see worker logs"))
         raise typer.Exit(1)
     _print_board(board, r.spec.search.metric, list(r.space))
     best = board[0]
     out.print(
-        f"\n[bold]best[/bold] trial {best.trial_id} epoch {best.epoch}: "
-        f"{r.spec.search.metric}={best.metrics[r.spec.search.metric]:.4f} "
-        f"(majority-class rate {r.data.majority_rate():.4f})"
+        styled(
+            "\n",
+            ("best", "bold"),
+            f" trial {best.trial_id} epoch {best.epoch}: "
+            f"{r.spec.search.metric}={best.metrics[r.spec.search.metric]:.4f} "
+            f"(majority-class rate {r.data.majority_rate():.4f})",
+        )
     )
-    out.print(f"[bold]checkpoint[/bold] {best.checkpoint}")
+    out.print(styled(("checkpoint", "bold"), f" {best.checkpoint}"))
     wd = "" if r.workdir == DEFAULT_WORKDIR.resolve() else f" --workdir {workdir}"
     out.print(f"next: orchestrator best{wd} --sweep {r.spec.name} --json   |   orchestrator ui{wd}")
 
@@ -179,7 +186,7 @@ def submit(
     except JobsError as exc:
         raise _bad(str(exc)) from None
     addr = address or os.environ.get("RAY_ADDRESS", "")
-    out.print(f"submitted [bold]{job_id}[/bold] (sweep {r.spec.name}) to {addr}")
+    out.print(styled("submitted ", (job_id, "bold"), f" (sweep {r.spec.name}) to {addr}"))
     out.print(f"follow:  orchestrator jobs logs {job_id} --follow --address {addr}")
     where = r.spec.tracking.uri or f"sqlite:///{remote_workdir}/{r.spec.name}/mlflow.db on the head"
     out.print(
@@ -325,9 +332,12 @@ def best(
     searched = [k.removeprefix("space.") for k in sweep_run.data.params if k.startswith("space.")]
     _print_board(best_per_trial(ranked), metric, sorted(searched), top=top)
     out.print(
-        f"[bold]best[/bold] trial {choice.trial_id} epoch {choice.epoch}: {metric}={choice.metrics[metric]:.4f}"
+        styled(
+            ("best", "bold"),
+            f" trial {choice.trial_id} epoch {choice.epoch}: {metric}={choice.metrics[metric]:.4f}",
+        )
     )
-    out.print(f"[bold]checkpoint[/bold] {choice.checkpoint}")
+    out.print(styled(("checkpoint", "bold"), f" {choice.checkpoint}"))
 
 
 @app.command()
@@ -382,7 +392,9 @@ def promote(
         )
         return
     what = "already registered as" if p.reused else "registered as"
-    out.print(f"trial {c.trial_id} epoch {c.epoch} {what} [bold]{p.name}[/bold] version {p.version}")
+    out.print(
+        styled(f"trial {c.trial_id} epoch {c.epoch} {what} ", (p.name, "bold"), f" version {p.version}")
+    )
     moved = (
         f" (moved from version {p.previous_alias_version})"
         if p.previous_alias_version not in (None, p.version)
@@ -515,6 +527,9 @@ def main() -> None:
     _quiet_libraries()
     try:
         app()
+    except UserError as exc:  # every user mistake lands here once: exit 2, one line each
+        _bad(exc.lines)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume")
         sys.exit(130)

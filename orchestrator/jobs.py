@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from orchestrator.resolve import ResolvedSweep
+from search_spaces.errors import UserError
 
 __all__ = ["JobsError", "client", "package_sweep", "submit"]
 
@@ -26,7 +27,7 @@ TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 DEFAULT_REMOTE_WORKDIR = "$HOME/orchestrator-work"
 
 
-class JobsError(ValueError):
+class JobsError(UserError):
     """Cannot reach or authenticate with the cluster, or unknown job; the message says the fix."""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from ray import tune
 from rich.console import Console
 
+from orchestrator.console import styled
 from search_spaces import objectives as M
 
 __all__ = ["ProgressCallback", "describe_config"]
@@ -35,33 +36,38 @@ class ProgressCallback(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.console = Console()
+        self.console = Console(markup=False)
 
-    def _tag(self, trial) -> str:
-        return f"[bold]{trial.trial_id}[/bold]"
+    def _say(self, trial, text: str, failed: bool = False) -> None:
+        parts: list = [(trial.trial_id, "bold"), " "]
+        if failed:
+            parts.append(("failed", "red"))
+        self.console.print(styled(*parts, text))
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.console.print(f"{self._tag(trial)} started   {describe_config(trial.config, self.searched)}")
+        self._say(trial, f"started   {describe_config(trial.config, self.searched)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epochs = trial.config.get("epochs", "?")
-        self.console.print(
-            f"{self._tag(trial)} epoch {result.get(M.EPOCH)}/{epochs}  "
+        self._say(
+            trial,
+            f"epoch {result.get(M.EPOCH)}/{epochs}  "
             f"{self.metric}={_fmt(result.get(self.metric))}  "
             f"eval_loss={_fmt(result.get(M.EVAL_LOSS))}  "
-            f"{_fmt(result.get(M.SAMPLES_PER_SECOND))} samples/s"
+            f"{_fmt(result.get(M.SAMPLES_PER_SECOND))} samples/s",
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         last = (trial.last_result or {}).get(M.EPOCH, 0)
         how = "stopped early (ASHA)" if last < trial.config.get("epochs", last) else "finished"
-        self.console.print(f"{self._tag(trial)} {how} at epoch {last}   [{self.done}/{self.num_trials} done]")
+        self._say(trial, f"{how} at epoch {last}   [{self.done}/{self.num_trials} done]")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         error = str(trial.get_error() or "").strip().splitlines()
-        self.console.print(
-            f"{self._tag(trial)} [red]failed[/red]: {error[-1] if error else 'unknown error'}"
-            f"   [{self.done}/{self.num_trials} done]"
+        self._say(
+            trial,
+            f": {error[-1] if error else 'unknown error'}   [{self.done}/{self.num_trials} done]",
+            failed=True,
         )

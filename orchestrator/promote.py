@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.selection import Candidate, SelectionError, candidates, find_sweep_run
 from orchestrator.tracking import TAGS, library_versions
+from search_spaces.errors import UserError, cap
 from trainables.checkpoints import write_standalone
 from trainables.data import read_split, write_split
 from trainables.predictor import DEMONSTRATIONS_FILE, CheckpointError, TextClassifier, check_checkpoint
@@ -39,7 +42,7 @@ PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIRS = [Path(__file__).resolve().parents[1] / p for p in ("trainables", "search_spaces")]
 
 
-class PromoteError(ValueError):
+class PromoteError(UserError):
     """Bad input for promotion (exit code 2); nothing was registered."""
 
 
@@ -222,18 +225,82 @@ def localize(checkpoint: str, into: Path) -> Path:
     return into
 
 
-EXPORT_MARKERS = ("trial.json", "model.safetensors", "README.md")
+EXPORT_MANIFEST = ".orchestrator-export.json"  # the files an export wrote; only those may be replaced
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
+
+
+def check_registry_names(name: str, alias: str) -> None:
+    """``--name`` and ``--alias`` as MLflow will accept them, checked before anything is registered."""
+    if not MODEL_NAME.match(name):
+        raise PromoteError(
+            f"--name {cap(name)!r}: use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit"
+        )
+    if not ALIAS.match(alias):
+        raise PromoteError(
+            f"--alias {cap(alias)!r}: use letters, digits, '_' or '-' (at most 100), starting with a letter"
+        )
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise PromoteError(f"--alias {alias}: reserved by MLflow (latest, v<N>); use e.g. champion or prod")
+
+
+def _tree(root: Path) -> list[str] | None:
+    """Relative paths of the files under ``root``; None when a symlink or special file is in it."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            return None
+        if path.is_file():
+            files.append(path.relative_to(root).as_posix())
+    return files
 
 
 def check_export_target(export: str | Path | None) -> None:
-    """``--export`` must be new, empty, or a previous export (which is replaced); never user data."""
-    if export is None or not Path(export).exists():
+    """``--export`` must be new, empty, or exactly a previous export (its manifest); never user data."""
+    if export is None or not (Path(export).exists() or Path(export).is_symlink()):
         return
     target = Path(export)
+    if target.is_symlink():
+        raise PromoteError(f"--export {export}: is a symbolic link; give the real directory or a new one")
     if not target.is_dir():
         raise PromoteError(f"--export {export}: exists and is a file; choose a new directory")
-    if any(target.iterdir()) and not all((target / m).is_file() for m in EXPORT_MARKERS):
-        raise PromoteError(f"--export {export}: directory holds other files; choose a new or empty directory")
+    files = _tree(target)
+    if files == []:
+        return
+    manifest = target / EXPORT_MANIFEST
+    try:
+        written = json.loads(manifest.read_text())["files"] if manifest.is_file() else None
+    except (ValueError, KeyError, TypeError):
+        written = None
+    if files is None or written is None or sorted(written) != [f for f in files if f != EXPORT_MANIFEST]:
+        raise PromoteError(
+            f"--export {export}: directory holds other files (not exactly a previous export); "
+            "choose a new or empty directory"
+        )
+
+
+def write_export(staged: Path, export: str | Path) -> str:
+    """Copy ``staged`` to ``export`` atomically: build beside it, then swap by rename (never follows links)."""
+    target = Path(export).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    old = None
+    try:
+        shutil.copytree(staged, building, dirs_exist_ok=True)
+        (building / EXPORT_MANIFEST).write_text(json.dumps({"files": _tree(staged)}, indent=1))
+        if target.exists():
+            check_export_target(target)  # still exactly an export of ours (or empty)
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.rename(target, old)
+        os.rename(building, target)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        if old is not None and not target.exists():
+            os.rename(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old)  # rmtree unlinks symbolic links, it never follows them
+    return str(target)
 
 
 def _read_optional(uri: str):
@@ -282,8 +349,10 @@ def promote(
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     name = name or f"{sweep}-classifier"
+    check_registry_names(name, alias)
+    check_export_target(export)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         sweep_run = find_sweep_run(client, sweep)
         ranked = candidates(client, sweep_run)
@@ -292,7 +361,6 @@ def promote(
     chosen = choose(ranked, trial)
     metric = sweep_run.data.params.get("metric", "eval_accuracy")
     _check_name(client, name, sweep)
-    check_export_target(export)
     previous = _alias_version(client, name, alias)
 
     staging = Path(tempfile.mkdtemp(prefix="promote-"))
@@ -330,17 +398,19 @@ def promote(
                 ),
                 False,
             )
-        client.set_registered_model_alias(name, alias, version)
+        try:
+            client.set_registered_model_alias(name, alias, version)
+        except Exception as exc:
+            if not reused:  # never leave a new version without the alias it was registered for
+                client.delete_model_version(name, version)
+            raise PromoteError(
+                f"--alias {alias}: MLflow refused it ({str(exc).splitlines()[0][:200]})"
+            ) from None
         if not test and existing is not None:
             test = {
                 k.removeprefix("test."): float(v) for k, v in existing.tags.items() if k.startswith("test.")
             }
-        export_dir = None
-        if export is not None:
-            export_dir = str(Path(export).resolve())
-            if Path(export_dir).exists():
-                shutil.rmtree(export_dir)
-            shutil.copytree(staging / "model", export_dir)
+        export_dir = write_export(staging / "model", export) if export is not None else None
         return Promotion(name, version, alias, chosen, reused, previous, export_dir, val, test)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,13 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.locations import check_local_dir, check_tracking_uri, credential_problem
 from orchestrator.space import check_space
 from orchestrator.spec import SpecError, SweepSpec
 from search_spaces.domains import Choice
 from search_spaces.presets import PRESETS
 from search_spaces.templates import TemplateError, check_labels, parse_template
 from trainables.data import DataError, PreparedData, prepare_splits
-from trainables.models import ModelSourceError, load_model_config, num_layers, resolved_pooling
+from trainables.models import (
+    ModelSourceError,
+    load_model_config,
+    model_positions,
+    num_layers,
+    resolved_pooling,
+)
 
 __all__ = ["ResolvedSweep", "resolve_sweep"]
 
@@ -62,6 +69,36 @@ def _template_names(spec: SweepSpec) -> list[tuple[str, str]]:
     return names
 
 
+def _locations(
+    spec: SweepSpec, workdir: Path, files: dict[str, str | None], errors: list[str]
+) -> tuple[str, str]:
+    """The storage root and tracking URI, after checking they are usable and carry no credentials."""
+    storage = spec.storage or str(workdir / "runs")
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    tracking = spec.tracking.uri or f"sqlite:///{workdir / 'mlflow.db'}"
+    if spec.tracking.uri:
+        errors.extend(check_tracking_uri(spec.tracking.uri))
+    for field, value in [("storage", storage), *((f"data.{k}", v) for k, v in files.items() if v)]:
+        problem = credential_problem(field, value)
+        if problem:
+            errors.append(problem)
+    for field, path in (("--workdir", workdir), ("storage", None if "://" in storage else Path(storage))):
+        problem = path and check_local_dir(field, path)
+        if problem:
+            errors.append(problem)
+    return storage, tracking
+
+
+def _check_positions(spec: SweepSpec, config: Any, errors: list[str]) -> None:
+    positions = model_positions(config)
+    if positions is not None and spec.data.max_length > positions:
+        errors.append(
+            f"data.max_length: {spec.data.max_length} exceeds the model's {positions} positions; "
+            f"use at most {positions}"
+        )
+
+
 def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -> ResolvedSweep:
     spec_path = Path(spec_path).resolve()
     base = spec_path.parent
@@ -71,8 +108,10 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
     layers: int | None = None
     pooling_auto: str | None = None
     try:
-        layers = num_layers(load_model_config(spec.model))
+        config = load_model_config(spec.model)
+        layers = num_layers(config)
         pooling_auto = resolved_pooling(spec.model, "auto")
+        _check_positions(spec, config, errors)
     except ModelSourceError as exc:
         errors.append(str(exc))
 
@@ -113,13 +152,10 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
     if "fp16" in precisions and spec.resources.gpus_per_worker == 0:
         errors.append("precision: fp16 needs GPU workers; set resources.gpus_per_worker or use bf16/fp32")
 
+    storage, tracking = _locations(spec, workdir, files, errors)
     if errors:
         raise SpecError(errors)
     assert data is not None and layers is not None and pooling_auto is not None
-    storage = spec.storage or str(workdir / "runs")
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-    tracking = spec.tracking.uri or f"sqlite:///{workdir / 'mlflow.db'}"
     return ResolvedSweep(
         spec=spec,
         spec_path=spec_path,

@@ -21,6 +21,7 @@ import yaml
 from rich.console import Console
 
 from orchestrator.cluster import LOCAL_DRIVER_SLOTS, auto_concurrency, check_shared_storage, local_resources
+from orchestrator.console import styled
 from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.selection import Candidate, best_per_trial, candidates
@@ -283,6 +284,18 @@ def _concurrency(r: ResolvedSweep) -> int:
     return min(int(search.max_concurrent_trials), search.num_trials)
 
 
+def _check_local_fit(r: ResolvedSweep) -> None:
+    """Before any Ray process starts: one trial fits this machine, and so do the fixed concurrent ones."""
+    search = r.spec.search
+    fit = auto_concurrency(local_resources(), r.spec.resources, search.num_trials)
+    wanted = search.max_concurrent_trials
+    if wanted != "auto" and min(int(wanted), search.num_trials) > fit:
+        raise SpecError(
+            f"search.max_concurrent_trials: {wanted} trials at once do not fit this machine (at most {fit} with "
+            f"these resources); use auto or at most {fit}"
+        )
+
+
 def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> SweepOutcome:
     """Run or resume the sweep; return its status and per-trial leaderboard."""
     import optuna
@@ -291,9 +304,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
     spec, search, exp_path = r.spec, r.spec.search, r.experiment_path
     snapshot = _fingerprint(r)
     resuming = _check_resume(r, snapshot)
-    # Check that one trial fits before any Ray process starts (local case).
-    if not os.environ.get("RAY_ADDRESS") and search.max_concurrent_trials == "auto":
-        auto_concurrency(local_resources(), spec.resources, search.num_trials)
+    if not os.environ.get("RAY_ADDRESS"):
+        _check_local_fit(r)
     if not resuming:
         _write_inputs(r, snapshot)
 
@@ -309,12 +321,17 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         )
         parent_id = _open_parent(r, recorder, snapshot, concurrency, resuming)
         console.print(
-            f"[bold]sweep[/bold] {spec.name}: {search.num_trials} trials, {concurrency} at a time, "
-            f"model {spec.model}, metric {search.metric} ({search.mode})"
+            styled(
+                ("sweep", "bold"),
+                f" {spec.name}: {search.num_trials} trials, {concurrency} at a time, "
+                f"model {spec.model}, metric {search.metric} ({search.mode})",
+            )
         )
-        console.print(f"[bold]mlflow[/bold] {r.tracking_uri}  (experiment '{spec.name}', run {parent_id})")
+        console.print(
+            styled(("mlflow", "bold"), f" {r.tracking_uri}  (experiment '{spec.name}', run {parent_id})")
+        )
         if resuming:
-            console.print(f"[bold]resuming[/bold] {exp_path}")
+            console.print(styled(("resuming", "bold"), f" {exp_path}"))
 
         setup = _trial_setup(r)
         # The trial actor only drives its Train run; the workers hold the real resources.

@@ -20,11 +20,12 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.tracking import TAGS
 from search_spaces import objectives as M
+from search_spaces.errors import UserError
 
 __all__ = ["Candidate", "SelectionError", "candidates", "find_sweep_run", "secondary_metric"]
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError):
     """Nothing to select (unknown sweep, no recorded epochs); the message says what to do."""
 
 

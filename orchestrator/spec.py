@@ -7,6 +7,7 @@ the data or the model config live in ``orchestrator.resolve``; both run before R
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,21 +24,18 @@ from pydantic import (
 
 from search_spaces import objectives as M
 from search_spaces.domains import Domain
+from search_spaces.errors import MAX_ECHO, UserError, cap
 from trainables.config import Hyperparameters
 
 __all__ = ["SpecError", "SweepSpec", "apply_overrides", "load_spec"]
 
 
-class SpecError(ValueError):
-    """Bad input. ``str(err)`` is one or more lines, each naming a field and the fix."""
-
-    def __init__(self, lines: list[str] | str):
-        self.lines = [lines] if isinstance(lines, str) else list(lines)
-        super().__init__("\n".join(self.lines))
+class SpecError(UserError):
+    """Bad input in the sweep file. ``str(err)`` is one or more lines, each naming a field and the fix."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Strict):
@@ -53,6 +51,14 @@ class DataSpec(_Strict):
     drop_empty_rows: bool = Field(
         False, description="skip rows with an empty text or a missing label (counted) instead of refusing"
     )
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> DataSpec:
+        if self.text_column == self.label_column:
+            raise ValueError(
+                f"text_column and label_column are both '{cap(self.text_column)}'; the label must be its own column"
+            )
+        return self
 
 
 def _as_list(value: Any) -> Any:
@@ -74,7 +80,7 @@ class SearchSpec(_Strict):
     mode: Literal["max", "min"] | None = Field(None, description="defaults to the metric's natural mode")
     num_trials: int = Field(8, ge=1)
     max_concurrent_trials: int | Literal["auto"] = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="TPE, data split and demonstrations seed")
     scheduler: SchedulerSpec = SchedulerSpec()
     space: dict[str, Alternatives] = Field(
         {}, description="knob -> domain, or a list of domains with exclusive `when` conditions"
@@ -192,6 +198,11 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
+_ECHO = reprlib.Repr()  # echoes a bad value without walking all of it
+_ECHO.maxlevel, _ECHO.maxlist, _ECHO.maxdict = 3, 8, 8
+_ECHO.maxstring = _ECHO.maxother = MAX_ECHO
+
+
 def format_validation_error(err: ValidationError) -> list[str]:
     lines = []
     for e in err.errors():
@@ -205,7 +216,7 @@ def format_validation_error(err: ValidationError) -> list[str]:
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] != "value_error":
-                msg = f"{msg} (got {e.get('input')!r})"
+                msg = f"{msg} (got {cap(_ECHO.repr(e.get('input')))})"
             lines.append(msg if where == "(top level)" else f"{where}: {msg}")
     return lines
 
@@ -236,16 +247,76 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such sweep file")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML itself keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)  # merge keys (<<: *anchor) may be overridden, as YAML intends
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise SpecError(
+                f"line {key_node.start_mark.line + 1}: a key must be a plain name, not {type(key).__name__}"
+            )
+        if key in seen:
+            raise SpecError(
+                f"line {key_node.start_mark.line + 1}: key '{cap(key)}' appears twice in one section; keep one"
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+MAX_SPEC_BYTES = 1_000_000  # a sweep file is a page of YAML
+MAX_SPEC_NODES = 100_000  # values once anchors are expanded (an alias bomb expands to billions)
+
+
+def _expanded_size(value: Any, budget: list[int]) -> None:
+    """Count values as a tree walk would see them (aliases re-counted); stop once over budget."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _expanded_size(child, budget)
+        if budget[0] < 0:
+            return
+
+
+def _read_yaml(path: Path) -> Any:
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: {path.stat().st_size} bytes is not a sweep file (at most {MAX_SPEC_BYTES})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file; a sweep file is YAML") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except SpecError as exc:
+        raise SpecError(f"{path} {exc.lines[0]}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply; a sweep file is a few levels of sections") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise SpecError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    budget = [MAX_SPEC_NODES]
+    _expanded_size(raw, budget)
+    if budget[0] < 0:
+        raise SpecError(
+            f"{path}: more than {MAX_SPEC_NODES} values once anchors (&, *) are expanded; simplify it"
+        )
+    return raw
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such sweep file")
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of sections (name, model, data, search, ...)")
     raw = apply_overrides(raw, overrides or [])

@@ -26,7 +26,7 @@ Scalar = bool | int | float | str
 
 
 class _Domain(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     when: dict[str, Scalar | list[Scalar]] | None = Field(
         None, description="sample only where these knobs have these values (all must hold)"

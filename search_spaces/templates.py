@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import pydantic
 
+from search_spaces.errors import UserError
+
 __all__ = [
     "DEFAULT_SHOT_INPUT",
     "Template",
@@ -48,7 +50,7 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
 }
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError):
     """A template is invalid. The message is one line naming the template (``templates.<name>``) and the fix."""
 
 

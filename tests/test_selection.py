@@ -113,19 +113,61 @@ def test_remote_checkpoints_are_copied_locally_for_promotion(tmp_path):
 
 
 def test_export_target_never_replaces_user_data(tmp_path):
-    from orchestrator.promote import check_export_target
+    from orchestrator.promote import check_export_target, write_export
 
     check_export_target(None)
     check_export_target(tmp_path / "new")
     (tmp_path / "empty").mkdir()
     check_export_target(tmp_path / "empty")
+    staged = tmp_path / "staged"
+    (staged / "sub").mkdir(parents=True)
+    for name in ("trial.json", "model.safetensors", "README.md", "sub/config.json"):
+        (staged / name).write_text("x")
     previous = tmp_path / "previous"
-    previous.mkdir()
-    for name in ("trial.json", "model.safetensors", "README.md", "config.json"):
-        (previous / name).write_text("x")
-    check_export_target(previous)  # a previous export is replaced
+    write_export(staged, previous)
+    check_export_target(previous)  # exactly a previous export: it may be replaced
+    (staged / "README.md").write_text("new card")
+    assert write_export(staged, previous) == str(previous.absolute())
+    assert (previous / "README.md").read_text() == "new card"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".previous")]  # no leftovers
+
+    (previous / "notes.txt").write_text("mine")  # a previous export plus a user's file: refused
+    with pytest.raises(PromoteError, match="holds other files"):
+        check_export_target(previous)
+    with pytest.raises(PromoteError, match="holds other files"):
+        write_export(staged, previous)
+    assert (previous / "notes.txt").read_text() == "mine"
+    (previous / "notes.txt").unlink()
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep")
+    (previous / "link").symlink_to(victim)  # a symlink inside: refused, never followed
+    with pytest.raises(PromoteError, match="holds other files"):
+        check_export_target(previous)
+    (previous / "link").unlink()
+    (tmp_path / "alias").symlink_to(previous)
+    with pytest.raises(PromoteError, match="symbolic link"):
+        check_export_target(tmp_path / "alias")
+    assert (victim / "precious").read_text() == "keep"
+
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(PromoteError, match="holds other files"):
         check_export_target(tmp_path)
     with pytest.raises(PromoteError, match="is a file"):
         check_export_target(tmp_path / "notes.txt")
+
+
+def test_registry_names_checked_first():
+    from orchestrator.promote import check_registry_names
+
+    check_registry_names("demo-classifier", "champion")
+    for name, alias, needle in [
+        ("x'y", "champion", "--name"),
+        ("a/b", "champion", "--name"),
+        ("ok", "v1", "reserved"),
+        ("ok", "Latest", "reserved"),
+        ("ok", "has space", "--alias"),
+    ]:
+        with pytest.raises(PromoteError, match=needle):
+            check_registry_names(name, alias)

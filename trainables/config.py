@@ -32,7 +32,7 @@ SUBKNOB_OWNERS: dict[str, str] = {
 class Hyperparameters(BaseModel):
     """Per-trial knobs (the ``train:`` section). Any of them may be searched."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     learning_rate: float = Field(5.0e-5, gt=0, description="peak AdamW learning rate")
     freeze_layers: int | Literal["auto"] = Field(
@@ -60,7 +60,7 @@ class Hyperparameters(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear warm-up")
     precision: Precision = Field("fp32", description="fp32, or bf16 / fp16 autocast (fp16 needs a GPU)")
-    seed: int = Field(0, description="model init, data order and dropout seed")
+    seed: int = Field(0, ge=0, lt=2**32, description="model init, data order and dropout seed")
 
     @field_validator("freeze_layers")
     @classmethod
@@ -87,7 +87,7 @@ class Hyperparameters(BaseModel):
 class TaskConfig(BaseModel):
     """Fixed for the whole sweep: which model, which prepared data, which templates."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str  # builtin:<name>, a local directory or a hub id (resolved by trainables.models)
     train_data: str  # prepared parquet split (columns: text, label:int), local path or URI

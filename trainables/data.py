@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from search_spaces.errors import UserError
+
 __all__ = [
     "DataError",
     "PreparedData",
@@ -30,7 +32,7 @@ __all__ = [
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data problem; the message names the field/file, the row and the fix."""
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from search_spaces.errors import UserError
+
 __all__ = [
     "FreezeError",
     "LayerMap",
@@ -45,7 +47,7 @@ __all__ = [
 _EVAL_MARK = "_orchestrator_frozen_eval"
 
 
-class FreezeError(ValueError):
+class FreezeError(UserError):
     """One-line, user-facing message naming the model class and the fix."""
 
 

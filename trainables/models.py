@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from search_spaces.errors import UserError
+
 __all__ = [
     "BUILTINS",
     "ModelSourceError",
@@ -29,7 +31,7 @@ __all__ = [
 BUILTIN_PREFIX = "builtin:"
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError):
     """The ``model:`` string cannot be resolved; the message names the fix."""
 
 
@@ -110,13 +112,57 @@ def load_model_config(source: str) -> Any:
     from transformers import AutoConfig
 
     local = resolve_source(source)
+    if not Path(local).is_dir():
+        return _hub_config(source)
     try:
         return AutoConfig.from_pretrained(local, trust_remote_code=False)
-    except OSError as exc:
+    except (OSError, ValueError, KeyError) as exc:  # unreadable JSON, no or unknown model_type, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelSourceError(
-            f"model: cannot load '{source}' ({str(exc).splitlines()[0]}); "
-            "no hub is reachable here: use builtin:minilm-l6 or a local model directory"
+            f"model: {source} has no usable config.json ({first[:200]}); save the model with save_pretrained"
         ) from None
+
+
+def _hub_config(source: str) -> Any:
+    """A hub id's config: from the local cache, else one quick reachability check, then the hub."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    hint = "use builtin:minilm-l6 or a local model directory"
+    if constants.HF_HUB_OFFLINE:
+        raise ModelSourceError(
+            f"model: '{source}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}"
+        )
+    endpoint = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+    except OSError:
+        raise ModelSourceError(
+            f"model: '{source}' is not cached and {endpoint.hostname} cannot be reached from here; {hint}"
+        ) from None
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(
+            f"model: cannot load '{source}' ({str(exc).splitlines()[0][:200]}); {hint}"
+        ) from None
+
+
+def model_positions(config: Any) -> int | None:
+    """How many token positions the model embeds (None where it does not say)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        positions -= 2  # positions start after the padding index
+    return positions
 
 
 def num_layers(config: Any) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from search_spaces.errors import UserError
 from search_spaces.templates import parse_template
 from trainables.checkpoints import read_trial_info
 from trainables.context import ContextEncoder
@@ -26,7 +27,7 @@ DEMONSTRATIONS_FILE = "demonstrations.parquet"
 REQUIRED = ("config.json", "model.safetensors", "trial.json")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A directory is not a usable checkpoint; the message says what is missing or broken."""
 
 

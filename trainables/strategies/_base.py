@@ -7,12 +7,13 @@ from typing import Any, ClassVar
 
 import torch
 
+from search_spaces.errors import UserError
 from trainables.freezing import FreezeError, locate_layers, resolve_depth
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyError", "get_strategy", "register_strategy", "unwrap"]
 
 
-class StrategyError(ValueError):
+class StrategyError(UserError):
     """One-line, user-facing message naming the knob and the fix."""
 
 
