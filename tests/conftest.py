@@ -78,6 +78,9 @@ def cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.C
     )
 
 
+PLANTED_SECRET = "planted-s3cr3t-7f3a9c"
+
+
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory):
     """One real sweep for the session: tiny BERT, 3 trials x 2 DDP workers, 3 epochs, ASHA.
@@ -97,7 +100,10 @@ def sweep(tmp_path_factory):
     spec["train"]["epochs"] = 3
     path = write_sweep(root, spec)
     workdir = root / "work"
-    proc = cli("run", str(path), "--workdir", str(workdir))
+    # Credentials live in the environment, where MLflow and the object stores read them; none of
+    # them may reach an output, artifact, tag or file of the sweep (tests/test_security.py).
+    secrets = {k: PLANTED_SECRET for k in ("MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN")}
+    proc = cli("run", str(path), "--workdir", str(workdir), env=secrets)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return path, workdir, proc
 
