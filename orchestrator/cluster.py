@@ -3,7 +3,9 @@
 Tune counts only trial drivers, not the Train workers they start, so it cannot prevent
 over-subscription by itself: ``auto_concurrency`` derives ``max_concurrent_trials`` from what
 one trial's workers need. Checkpoints must be reachable from every node that may resume a
-trial, so ``check_shared_storage`` refuses node-local storage on multi-machine clusters.
+trial, so ``check_shared_storage`` refuses node-local storage on multi-machine clusters. The
+embedded local Ray runs with token authentication and a token only this user can read
+(``private_token``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from pathlib import Path
 from orchestrator.spec import ResourcesSpec, SpecError
 from orchestrator.trial import DRIVER_RESOURCE, driver_resources
 
-__all__ = ["LOCAL_DRIVER_SLOTS", "auto_concurrency", "check_shared_storage", "local_resources"]
+__all__ = [
+    "LOCAL_DRIVER_SLOTS",
+    "auto_concurrency",
+    "check_shared_storage",
+    "local_resources",
+    "private_token",
+]
 
 LOCAL_DRIVER_SLOTS = 10_000.0  # trial_driver units on the embedded local Ray (effectively unlimited)
 
@@ -95,3 +103,29 @@ def local_resources() -> dict[str, float]:
     except Exception:
         pass
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus), DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS}
+
+
+def private_token() -> Path | None:
+    """Make sure the Ray token file this process will use exists and only its owner can read it.
+
+    Ray writes ``~/.ray/auth_token`` with the default umask (world-readable); the token is what
+    keeps other local users out of the embedded Ray, so it is created 0600 here, or tightened.
+    Returns the file (None when the token comes from ``RAY_AUTH_TOKEN`` itself).
+    """
+    import secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another sweep made it a moment ago
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path

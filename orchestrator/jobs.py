@@ -31,30 +31,69 @@ class JobsError(UserError):
     """Cannot reach or authenticate with the cluster, or unknown job; the message says the fix."""
 
 
-def _enable_token_auth() -> None:
-    """Ray >= 2.59 clusters require a token: use RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token."""
-    if os.environ.get("RAY_AUTH_MODE"):
-        return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or TOKEN_FILE.exists():
+def _token_source() -> str | None:
+    """Where the Ray client will read its token from (the first that is set), or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    return str(TOKEN_FILE) if TOKEN_FILE.exists() else None
+
+
+def _auth_mode(address: str) -> str | None:
+    """The cluster's authentication mode from its public endpoint; None when it cannot say."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{address.rstrip('/')}/api/authentication_mode", timeout=10) as r:
+            return str(json.loads(r.read())["authentication_mode"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _use_token_if_required(address: str) -> None:
+    """Token mode exactly when the cluster asks for it (before Ray is imported: it reads the mode once)."""
+    mode = _auth_mode(address)
+    if mode == "token" and not os.environ.get("RAY_AUTH_MODE"):
+        if _token_source() is None:
+            raise JobsError(
+                f"--address {address}: the cluster requires a token and none is set here; "
+                "export RAY_AUTH_TOKEN=<the output of `ray get-auth-token` on the head> (or RAY_AUTH_TOKEN_PATH)"
+            )
         os.environ["RAY_AUTH_MODE"] = "token"
+    elif mode == "disabled":
+        import sys
+
+        print(
+            f"warning: the Ray cluster at {address} has token authentication off: anyone who reaches "
+            "its ports can run code on it (see cluster.yaml for a cluster with a token)",
+            file=sys.stderr,
+        )
 
 
 def client(address: str | None):
+    """A Jobs API client whose token the cluster has accepted (its constructor makes one authenticated call)."""
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
         raise JobsError("--address: required (e.g. http://127.0.0.1:8265 after `ray dashboard cluster.yaml`)")
-    _enable_token_auth()  # before Ray is imported: it reads RAY_AUTH_MODE once
+    _use_token_if_required(address)
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address)  # GET /api/version: authenticated
+    except AuthenticationError:
+        source = _token_source()
+        raise JobsError(
+            f"--address {address}: the cluster refused the token from {source}; "
+            "set RAY_AUTH_TOKEN to the output of `ray get-auth-token` on the head"
+            if source
+            else f"--address {address}: the cluster requires a token; "
+            "export RAY_AUTH_TOKEN=<the output of `ray get-auth-token` on the head>"
+        ) from None
     except Exception as exc:
         text = str(exc)
-        if "auth" in text.lower() or "token" in text.lower():
-            raise JobsError(
-                f"{address} requires a token: set RAY_AUTH_TOKEN (print it on the head with `ray get-auth-token`) "
-                "or RAY_AUTH_TOKEN_PATH"
-            ) from None
         first = text.splitlines()[0][:200] if text else type(exc).__name__
         raise JobsError(
             f"--address {address}: cannot reach the Ray dashboard ({first}); "

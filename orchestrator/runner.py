@@ -20,7 +20,13 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from orchestrator.cluster import LOCAL_DRIVER_SLOTS, auto_concurrency, check_shared_storage, local_resources
+from orchestrator.cluster import (
+    LOCAL_DRIVER_SLOTS,
+    auto_concurrency,
+    check_shared_storage,
+    local_resources,
+    private_token,
+)
 from orchestrator.console import styled
 from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
@@ -106,6 +112,13 @@ def _init_ray(verbose: bool) -> bool:
         # passing another one would conflict with it.
         ray.init(log_to_driver=verbose, logging_level=logging.WARNING)
     else:
+        # Ray's gRPC servers listen on every interface whatever _node_ip_address says, so the
+        # embedded instance is protected by its token, with a token file only this user can read.
+        # Token mode is forced on: a RAY_AUTH_MODE other than `token` is dropped, and ray.init()'s
+        # default for a new local cluster (2.59+) turns token mode on and refreshes Ray's config.
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            os.environ.pop("RAY_AUTH_MODE", None)
+        private_token()
         # Train V2's placement-group cleaner finds the cluster through the State API; with another
         # Ray instance on this machine its auto-detection fails and killed trials leak their
         # placement groups (the next trial then waits forever). Naming the API server fixes it.

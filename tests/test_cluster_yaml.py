@@ -36,6 +36,11 @@ def test_cluster_yaml_is_valid(cfg):
     assert gpu["resources"]["GPU"] >= 1 and gpu["min_workers"] == 0
     start = " ".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in start and "mlflow server --host 127.0.0.1" in start
+    # token auth on by construction: one token copied to every node, every `ray start` in token mode
+    assert cfg["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c for c in starts), key
 
 
 @pytest.mark.parametrize(
