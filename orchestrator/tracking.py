@@ -20,7 +20,14 @@ from ray import tune
 
 from search_spaces import objectives as M
 
-__all__ = ["SweepRecorder", "TrialRecorderCallback", "TAGS", "artifact_root_for", "library_versions"]
+__all__ = [
+    "SweepRecorder",
+    "TrialRecorderCallback",
+    "TAGS",
+    "artifact_root_for",
+    "library_versions",
+    "prepare_store",
+]
 
 LIBRARIES = ("ray", "torch", "transformers", "peft", "datasets", "optuna", "mlflow", "safetensors")
 
@@ -57,6 +64,31 @@ def artifact_root_for(tracking_uri: str, workdir: Path) -> str | None:
     return None
 
 
+def prepare_store(tracking_uri: str) -> None:
+    """Create (or migrate) a SQLite store once, under a file lock, and switch it to WAL.
+
+    MLflow creates its schema on first use; several processes doing that on one fresh file
+    race (``duplicate column name``) and most of them fail. Whoever holds the lock creates it;
+    the others find it ready. WAL lets readers and one writer work at once, and SQLite's busy
+    timeout (5 s in Python's driver) covers the writers' turns. Other stores: nothing to do.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    import fcntl
+    import sqlite3
+
+    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()  # sqlite:////abs or sqlite:///relative
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates / migrates the schema
+            with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _params(values: dict[str, Any]) -> list[Param]:
     return [Param(k, str(v)[:MAX_PARAM]) for k, v in sorted(values.items())]
 
@@ -65,6 +97,7 @@ class SweepRecorder:
     """The sweep's parent run: open (or re-attach), annotate, close."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, *, artifact_root: str | None):
+        prepare_store(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         exp = self.client.get_experiment_by_name(experiment_name)

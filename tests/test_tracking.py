@@ -107,3 +107,30 @@ def test_resume_reattaches_without_duplicates(tmp_path):
         [rec.experiment_id], filter_string=f"tags.`{TAGS.ROLE}` = 'sweep'"
     )
     assert len(parents) == 1
+
+
+def _record_runs(uri: str, name: str, runs: int) -> int:
+    from orchestrator.tracking import SweepRecorder
+
+    recorder = SweepRecorder(uri, name, artifact_root=None)
+    for i in range(runs):
+        run = recorder.client.create_run(recorder.experiment_id, run_name=f"{name}-{i}")
+        recorder.client.log_metric(run.info.run_id, "m", float(i))
+        recorder.client.set_terminated(run.info.run_id)
+    return runs
+
+
+def test_many_writers_on_a_fresh_sqlite_store_lose_nothing(tmp_path):
+    """8 processes open one fresh mlflow.db at once (MLflow's schema creation races without the lock)."""
+    import multiprocessing
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        done = pool.starmap(_record_runs, [(uri, f"sweep{i % 2}", 5) for i in range(8)])
+    assert done == [5] * 8
+    client = MlflowClient(uri)
+    experiments = [client.get_experiment_by_name(f"sweep{i}").experiment_id for i in range(2)]
+    runs = client.search_runs(experiments, max_results=1000)
+    assert len(runs) == 40 and all(r.data.metrics["m"] >= 0 for r in runs)
