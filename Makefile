@@ -32,8 +32,9 @@ lint: setup
 	$(BIN)/ruff check orchestrator trainables search_spaces tests bench
 	$(BIN)/ruff format --check orchestrator trainables search_spaces tests bench
 
-bench: setup
+bench: setup  # bench_strategies needs ../shared/data and takes about 1.5 hours on 2 cores
 	$(BIN)/python bench/bench_context.py
+	$(BIN)/python bench/bench_strategies.py
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache
