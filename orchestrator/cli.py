@@ -43,11 +43,12 @@ def _bad(lines: list[str] | str) -> typer.Exit:
 
 
 def _load(spec: Path, overrides: list[str], workdir: Path):
-    from orchestrator.resolve import resolve_sweep
     from orchestrator.spec import SpecError, load_spec
 
     try:
-        sweep = load_spec(spec, overrides)
+        sweep = load_spec(spec, overrides)  # the file's shape first: no heavy import before it is right
+        from orchestrator.resolve import resolve_sweep
+
         return resolve_sweep(sweep, spec, workdir)
     except SpecError as exc:
         raise _bad(exc.lines) from None

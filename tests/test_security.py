@@ -82,6 +82,15 @@ def test_embedded_ray_refuses_unauthenticated_connections(tmp_path):
             except subprocess.TimeoutExpired:
                 refused = True
             assert refused, extra
+        owner = {**attacker, "HOME": str(home), "RAY_AUTH_MODE": "token"}  # the same call with the token
+        ok = subprocess.run(
+            [sys.executable, "-c", CONNECT.format(address=f"{outside}:{port}") + "; ray.shutdown()"],
+            env=owner,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "CONNECTED" in ok.stdout, ok.stderr[-2000:]
     finally:
         os.killpg(driver.pid, signal.SIGTERM)
         driver.wait(timeout=60)
