@@ -336,6 +336,20 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+def _signature(label_names: list[str]):
+    """The pyfunc's input (one text column) and output (label, score, one score per label)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "text")]),
+        outputs=Schema(
+            [ColSpec("string", "label"), ColSpec("double", "score")]
+            + [ColSpec("double", f"score_{n}") for n in label_names]
+        ),
+    )
+
+
 def promote(
     tracking_uri: str,
     *,
@@ -346,8 +360,6 @@ def promote(
     export: str | Path | None = None,
 ) -> Promotion:
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
 
     name = name or f"{sweep}-classifier"
     check_registry_names(name, alias)
@@ -388,13 +400,7 @@ def promote(
                     staging / "model",
                     val,
                     test,
-                    ModelSignature(
-                        inputs=Schema([ColSpec("string", "text")]),
-                        outputs=Schema(
-                            [ColSpec("string", "label"), ColSpec("double", "score")]
-                            + [ColSpec("double", f"score_{n}") for n in info["label_names"]]
-                        ),
-                    ),
+                    _signature(info["label_names"]),
                 ),
                 False,
             )
