@@ -98,7 +98,6 @@ def run(
     from orchestrator.spec import SpecError
 
     r = _load(spec, set_, workdir)
-    r.workdir.mkdir(parents=True, exist_ok=True)
     try:
         outcome = run_sweep(r, out, verbose=verbose)
     except SpecError as exc:

@@ -5,7 +5,8 @@
 * no credentials inside any URI (``tracking.uri``, ``storage``, ``data.*``): they would be printed,
   logged as MLflow params/tags and written to job files. MLflow and the object stores read them
   from the environment instead (see :data:`CREDENTIAL_HINTS`);
-* a local ``storage`` or work directory must be a directory we can create and write.
+* a local ``storage`` or work directory must be a directory we can create and write (checked
+  where the sweep runs, by ``check_writable``: a sweep submitted to a cluster names the head's paths).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from search_spaces.errors import cap
 
-__all__ = ["CREDENTIAL_HINTS", "check_local_dir", "check_tracking_uri", "credential_problem"]
+__all__ = [
+    "CREDENTIAL_HINTS",
+    "check_local_dir",
+    "check_tracking_uri",
+    "check_writable",
+    "credential_problem",
+]
 
 TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 SECRET_QUERY = re.compile(r"pass|secret|token|key|signature|credential|auth", re.IGNORECASE)
@@ -79,3 +86,9 @@ def check_local_dir(field: str, path: Path) -> str | None:
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{field}: {probe} is not writable by this user; choose another location"
     return None
+
+
+def check_writable(workdir: Path, storage: str) -> list[str]:
+    """Problems with the work directory and a local storage root on this machine (none for URIs)."""
+    places = [("--workdir", workdir)] + ([] if "://" in storage else [("storage", Path(storage))])
+    return [p for p in (check_local_dir(field, path) for field, path in places) if p]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.locations import check_local_dir, check_tracking_uri, credential_problem
+from orchestrator.locations import check_tracking_uri, credential_problem
 from orchestrator.space import check_space
 from orchestrator.spec import SpecError, SweepSpec
 from search_spaces.domains import Choice
@@ -81,10 +81,6 @@ def _locations(
         errors.extend(check_tracking_uri(spec.tracking.uri))
     for field, value in [("storage", storage), *((f"data.{k}", v) for k, v in files.items() if v)]:
         problem = credential_problem(field, value)
-        if problem:
-            errors.append(problem)
-    for field, path in (("--workdir", workdir), ("storage", None if "://" in storage else Path(storage))):
-        problem = path and check_local_dir(field, path)
         if problem:
             errors.append(problem)
     return storage, tracking

@@ -28,6 +28,7 @@ from orchestrator.cluster import (
     private_token,
 )
 from orchestrator.console import styled
+from orchestrator.locations import check_writable
 from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.selection import Candidate, best_per_trial, candidates
@@ -315,6 +316,10 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, search, exp_path = r.spec, r.spec.search, r.experiment_path
+    problems = check_writable(r.workdir, r.storage)
+    if problems:
+        raise SpecError(problems)
+    r.workdir.mkdir(parents=True, exist_ok=True)
     snapshot = _fingerprint(r)
     resuming = _check_resume(r, snapshot)
     if not os.environ.get("RAY_ADDRESS"):

@@ -6,11 +6,13 @@ fast ones are checked in process, the terminal-facing ones through the real cons
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from orchestrator.resolve import resolve_sweep
 from orchestrator.spec import SpecError, load_spec
@@ -93,10 +95,19 @@ def test_credentials_in_uris_are_refused_and_never_echoed(data_dir, field, uri):
 
 
 def test_storage_and_workdir_must_be_writable_directories(data_dir):
+    """Checked where the sweep runs (a submitted sweep names the head's paths), before Ray starts."""
+    from orchestrator.runner import run_sweep
+
     blocker = data_dir / "plain-file"
     blocker.write_text("not a directory")
-    _expect(data_dir, sweep_dict(storage=str(blocker / "runs")), f"storage: {blocker} is a file")
-    _expect(data_dir, sweep_dict(), f"--workdir: {blocker} is a file", workdir=blocker / "work")
+    for spec, workdir, needle in [
+        (sweep_dict(storage=str(blocker / "runs")), data_dir / "work", f"storage: {blocker} is a file"),
+        (sweep_dict(), blocker / "work", f"--workdir: {blocker} is a file"),
+    ]:
+        path = write_sweep(data_dir, spec)
+        r = resolve_sweep(load_spec(path), path, workdir)
+        with pytest.raises(SpecError, match=needle):
+            run_sweep(r, Console(file=io.StringIO()))
 
 
 def test_model_config_without_model_type(data_dir):
