@@ -34,7 +34,9 @@ lint: setup
 
 bench: setup  # bench_strategies needs ../shared/data and takes about 1.5 hours on 2 cores
 	$(BIN)/python bench/bench_context.py
-	$(BIN)/python bench/bench_strategies.py
+	$(BIN)/python bench/bench_strategies.py --datasets cr
+	$(BIN)/python bench/bench_strategies.py --datasets subj --train-rows 1200 \
+		--configs head-only freeze-3 bitfit lora full
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache
