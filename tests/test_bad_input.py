@@ -73,6 +73,14 @@ SPEC_CASES = [
 ]
 
 
+def test_merge_keys_may_override_what_they_merge(tmp_path):
+    from orchestrator.spec import _read_yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("base: &b {epochs: 2, batch_size: 8}\ntrain: {<<: *b, epochs: 3}\n")
+    assert _read_yaml(path)["train"] == {"epochs": 3, "batch_size": 8}
+
+
 @pytest.mark.parametrize(("overrides", "needle"), SPEC_CASES)
 def test_sweep_values(data_dir, overrides, needle):
     _expect(data_dir, sweep_dict(**overrides), needle)
