@@ -67,7 +67,7 @@ SHARED_FILESYSTEMS = (
 )
 
 
-def _filesystem_type(path: str) -> str:
+def filesystem_type(path: str) -> str:
     """The fstype of the mount holding ``path`` (from /proc/mounts; "" where unknown)."""
     try:
         mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
@@ -86,7 +86,7 @@ def check_shared_storage(storage: str, node_hosts: set[str]) -> None:
     """Refuse node-local checkpoint storage when the cluster spans several machines."""
     if "://" in storage or len(node_hosts) <= 1:
         return
-    fstype = _filesystem_type(storage)
+    fstype = filesystem_type(storage)
     if not fstype.startswith(SHARED_FILESYSTEMS):
         raise SpecError(
             f"storage: {storage} is local to this node ({fstype or 'unknown filesystem'}) but the cluster spans "

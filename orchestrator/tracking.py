@@ -69,13 +69,16 @@ def prepare_store(tracking_uri: str) -> None:
 
     MLflow creates its schema on first use; several processes doing that on one fresh file
     race (``duplicate column name``) and most of them fail. Whoever holds the lock creates it;
-    the others find it ready. WAL lets readers and one writer work at once, and SQLite's busy
-    timeout (5 s in Python's driver) covers the writers' turns. Other stores: nothing to do.
+    the others find it ready. WAL lets readers and one writer work at once (not on a network
+    filesystem, where SQLite's WAL is unsafe), and SQLite's busy timeout (5 s in Python's driver)
+    covers the writers' turns. Other stores: nothing to do.
     """
     if not tracking_uri.startswith("sqlite:///"):
         return
     import fcntl
     import sqlite3
+
+    from orchestrator.cluster import SHARED_FILESYSTEMS, filesystem_type
 
     db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()  # sqlite:////abs or sqlite:///relative
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +86,9 @@ def prepare_store(tracking_uri: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates / migrates the schema
-            with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
+            if filesystem_type(str(db.parent)) not in SHARED_FILESYSTEMS:  # WAL needs local shared memory
+                with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+                    conn.execute("PRAGMA journal_mode=WAL")
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
