@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers as hf
 
+from tests.test_freezing import SIZES  # the tiny-model sizes the freezing tests use
 from trainables.checkpoints import load_classifier, save_checkpoint, write_standalone
 from trainables.config import Hyperparameters
 from trainables.freezing import (
@@ -25,9 +26,6 @@ from trainables.freezing import (
 from trainables.models import classifier_from_config, load_tokenizer
 from trainables.strategies import STRATEGIES, StrategyError, get_strategy, unwrap
 
-SIZES = dict(
-    hidden_size=32, num_attention_heads=4, intermediate_size=37, vocab_size=100, max_position_embeddings=64
-)
 N = 2  # blocks in every tiny model
 
 
