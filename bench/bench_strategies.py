@@ -91,7 +91,7 @@ def run_config(task: TaskConfig, test_path: str, knobs: dict, pooling: str, epoc
     train, val, _, _ = encode_splits(cfg, tokenizer)
     test_cfg = cfg.model_copy(update={"task": task.model_copy(update={"validation_data": test_path})})
     _, test, _, _ = encode_splits(test_cfg, tokenizer)
-    model = build_model(cfg, tokenizer)
+    model, _ = build_model(cfg, tokenizer)
     trainable = count_trainable_parameters(model)
     loader = DataLoader(
         train,

@@ -31,6 +31,7 @@ from orchestrator.console import styled
 from orchestrator.locations import check_writable
 from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
+from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.selection import Candidate, best_per_trial, candidates
 from orchestrator.spec import SpecError
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
@@ -38,6 +39,7 @@ from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, ru
 from orchestrator.tune_space import DefineByRun
 from trainables.config import TaskConfig
 from trainables.data import file_sha256, filesystem, write_split
+from trainables.stored import tree_bytes
 
 __all__ = ["SweepOutcome", "run_sweep"]
 
@@ -231,6 +233,7 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
         max_length=spec.data.max_length,
         templates=spec.templates,
         data_seed=spec.search.seed,
+        base_dir=f"{r.experiment_path}/base",
     )
     return TrialSetup(
         task=task.model_dump(),
@@ -238,6 +241,8 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
         workers=spec.resources.workers_per_trial,
         cpus_per_worker=spec.resources.cpus_per_worker,
         gpus_per_worker=spec.resources.gpus_per_worker,
+        metric=spec.search.metric,
+        mode=str(spec.search.mode),
     )
 
 
@@ -367,6 +372,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             ProgressCallback(
                 console, metric=search.metric, searched=list(r.space), num_trials=search.num_trials
             ),
+            ResumeStateRetention(setup.train_root),
         ]
         if resuming and tune.Tuner.can_restore(exp_path):
             # The pickled RunConfig brings back the same (picklable) callbacks and Optuna state.
@@ -375,13 +381,28 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             )
         else:
             tuner = _new_tuner(r, trainable, callbacks, concurrency)
-        return _fit(tuner, recorder, parent_id, search.metric, search.num_trials)
+        return _fit(tuner, recorder, parent_id, search.metric, search.num_trials, exp_path, console)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _fit(tuner: Any, recorder: SweepRecorder, parent_id: str, metric: str, num_trials: int) -> SweepOutcome:
+def _report_disk(exp_path: str, recorder: SweepRecorder, parent_id: str, console: Console) -> None:
+    """Print and log the sweep's bytes in storage (checkpoints, base weights, data, Tune state)."""
+    nbytes = tree_bytes(exp_path)
+    recorder.client.log_metric(parent_id, "disk_bytes", float(nbytes))
+    console.print(styled(("disk", "bold"), f" {disk_usage_line(nbytes)} under {exp_path}"))
+
+
+def _fit(
+    tuner: Any,
+    recorder: SweepRecorder,
+    parent_id: str,
+    metric: str,
+    num_trials: int,
+    exp_path: str,
+    console: Console,
+) -> SweepOutcome:
     """Run the Tuner; close the parent run as FINISHED, KILLED (interrupted) or FAILED with its leaderboard."""
     status = "FAILED"
     try:
@@ -394,6 +415,7 @@ def _fit(tuner: Any, recorder: SweepRecorder, parent_id: str, metric: str, num_t
         board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
         if board:
             _record_leaderboard(recorder, parent_id, board, metric)
+        _report_disk(exp_path, recorder, parent_id, console)
         recorder.close(status)
     return SweepOutcome(status, board)
 

@@ -25,7 +25,7 @@ from pydantic import (
 from search_spaces import objectives as M
 from search_spaces.domains import Domain
 from search_spaces.errors import MAX_ECHO, UserError, cap
-from trainables.config import Hyperparameters
+from trainables.config import NOT_SEARCHABLE, Hyperparameters
 
 __all__ = ["SpecError", "SweepSpec", "apply_overrides", "load_spec"]
 
@@ -103,11 +103,12 @@ class SearchSpec(_Strict):
     @field_validator("space")
     @classmethod
     def _known_knobs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        searchable = [k for k in Hyperparameters.model_fields if k not in NOT_SEARCHABLE]
         for key in v:
+            if key in NOT_SEARCHABLE:
+                raise ValueError(f"'{key}' is set once per sweep; move it to train.{key}")
             if key not in Hyperparameters.model_fields:
-                raise ValueError(
-                    f"'{key}' is not a train knob; searchable: {', '.join(Hyperparameters.model_fields)}"
-                )
+                raise ValueError(f"'{key}' is not a train knob; searchable: {', '.join(searchable)}")
         return v
 
     @model_validator(mode="after")

@@ -11,7 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DRIVER_RESOURCE", "TrialSetup", "driver_resources", "run_trial", "train_run_name"]
+__all__ = [
+    "DRIVER_RESOURCE",
+    "TrialSetup",
+    "checkpoint_config",
+    "driver_resources",
+    "run_trial",
+    "train_run_name",
+]
 
 # Custom resource that trial drivers (Tune trial actors) are scheduled on. A driver only
 # orchestrates its Train run, so it must not hold a CPU a worker needs: with 2 CPUs and two
@@ -41,8 +48,21 @@ class TrialSetup:
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
+    metric: str = "eval_accuracy"  # the sweep's metric and mode: which epochs retention keeps
+    mode: str = "max"
     worker_max_failures: int = 1
     worker_resources: dict[str, float] = field(default_factory=dict)  # extra custom resources
+
+
+def checkpoint_config(keep: int | str, metric: str, mode: str) -> Any:
+    """Ray Train's retention: the best ``keep`` epochs by ``metric``; Ray always keeps the latest too."""
+    import ray.train
+
+    return ray.train.CheckpointConfig(
+        num_to_keep=None if keep == "all" else int(keep),
+        checkpoint_score_attribute=metric,
+        checkpoint_score_order=mode,
+    )
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
@@ -73,7 +93,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         run_config=ray.train.RunConfig(
             name=train_run_name(trial_id),
             storage_path=setup.train_root,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),  # every epoch is a candidate
+            checkpoint_config=checkpoint_config(config.get("keep_checkpoints", 1), setup.metric, setup.mode),
             failure_config=ray.train.FailureConfig(max_failures=setup.worker_max_failures),
             callbacks=[TuneReportCallback()],
         ),

@@ -84,8 +84,33 @@ def test_mlflow_layout(sweep):
     assert len(set(counts.values())) == len(counts)
 
 
+def test_small_checkpoints_and_retention(sweep):
+    """Per trial: the best epoch and the latest, only what was trained, no optimizer state left."""
+    _, workdir, proc = sweep
+    client, parents, children = _runs(workdir)
+    exp = workdir / "runs" / "e2e"
+    assert not list(exp.rglob("resume.pt"))  # every trial ended: nothing will resume
+    bases = {p.name for p in (exp / "base").glob("*.safetensors")}
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "eval_accuracy")
+        best, last = max(m.value for m in history), max(m.step for m in history)
+        kept = sorted(Path(child.data.tags[TAGS.TRAIN_RUN]).glob("epoch-*"))
+        assert f"epoch-{last:03d}" in {k.name for k in kept} and 1 <= len(kept) <= 2
+        infos = [read_trial_info(k) for k in kept]
+        assert best in {i["metrics"]["eval_accuracy"] for i in infos}
+        for info in infos:
+            frozen = int(child.data.params["freeze_layers"]) > 0
+            assert ("base" in info) == frozen  # nothing frozen: a full (plain HF) checkpoint
+            if frozen:
+                assert Path(info["base"]["uri"]).name in bases
+    assert len(bases) <= 1  # one seed, one model: one stored base for the whole sweep
+    assert parents[0].data.metrics["disk_bytes"] > 0 and "disk " in proc.stdout
+
+
 def test_best_checkpoint_loads_and_reproduces_its_metric(sweep):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from trainables.checkpoints import load_classifier
 
     _, workdir, _ = sweep
     proc = cli("best", "--workdir", str(workdir), "--sweep", "e2e", "--json", timeout=120)
@@ -98,7 +123,7 @@ def test_best_checkpoint_loads_and_reproduces_its_metric(sweep):
     assert info["trial_id"] == best["trial_id"] and info["epoch"] == best["epoch"]
     assert info["hyperparameters"]["learning_rate"] == pytest.approx(float(best["params"]["learning_rate"]))
 
-    model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
+    model = load_classifier(ckpt)  # the delta on top of the sweep's stored base
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
     data_dir = workdir / "runs" / "e2e" / "data"
     train, val = read_split(str(data_dir / "train.parquet")), read_split(str(data_dir / "validation.parquet"))

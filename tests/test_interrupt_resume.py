@@ -56,6 +56,7 @@ def test_interrupt_then_resume(tmp_path):
         )
         for r in runs
     ]
+    assert not list(workdir.rglob("resume.pt"))  # both trials ended: their optimizer state is gone
     for child in children:  # every epoch recorded at most once, the last one present
         steps = [int(m.step) for m in client.get_metric_history(child.info.run_id, "epoch")]
         assert len(steps) == len(set(steps)) and max(steps) == 2

@@ -2,19 +2,25 @@
 
 Layout (no pickled objects anywhere)::
 
-    model.safetensors                     # the state dict of the model as trained (peft wrappers
-                                          # included), or merged adapters in an export
+    model.safetensors                     # what the trial trained (see trainables.base_weights):
+                                          # every state-dict entry (peft wrappers included) but
+                                          # the frozen base tensors; everything in an export
     config.json                           # the Hugging Face config, with id2label
     tokenizer.json, tokenizer_config.json, ...
     trial.json                            # hyper-parameters (pooling and strategy resolved),
-                                          # labels, template, epoch, metrics, "merged"
+                                          # labels, template, epoch, metrics, "merged", and
+                                          # "base": {sha256, uri} of the frozen base weights
     resume.pt                             # optimizer/scheduler/RNG state: tensors and plain
-                                          # containers only, loaded with weights_only=True
+                                          # containers only, loaded with weights_only=True;
+                                          # only in the latest checkpoint of an unfinished trial
 
 :func:`load_classifier` rebuilds the structure from ``config.json`` + ``trial.json`` (pooling,
-strategy) and loads the weights strictly. For ``pooling: cls`` with ``full`` or ``bitfit`` on an
-encoder (and merged LoRA exports of those) the directory is also a plain Hugging Face model
-directory: ``AutoModelForSequenceClassification.from_pretrained(ckpt)`` works on it directly.
+strategy), loads the base (checked against its sha256), then the delta, and checks that every
+tensor came from one of them. A trial checkpoint with a ``base`` is therefore not a plain Hugging
+Face directory; :func:`write_standalone` (what ``orchestrator promote --export`` runs) writes one
+with the full weights. For ``pooling: cls`` with ``full`` or ``bitfit`` on an encoder (and merged
+LoRA exports of those) that export, and a checkpoint without a base, is a plain Hugging Face model
+directory: ``AutoModelForSequenceClassification.from_pretrained(export)`` works on it directly.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ from typing import Any
 
 import torch
 
+from trainables.base_weights import BaseRef, DeltaPlan, check_complete, load_base, plan_delta
+
 __all__ = [
     "RESUME_FILE",
     "TRIAL_FILE",
     "WEIGHTS_FILE",
+    "load_checkpoint",
     "load_classifier",
     "load_resume_state",
     "read_trial_info",
@@ -48,16 +57,23 @@ def save_checkpoint(
     tokenizer: Any,
     trial_info: dict[str, Any],
     resume_state: dict[str, Any] | None,
+    plan: DeltaPlan | None = None,
 ) -> None:
-    """Write one checkpoint into an existing, empty ``directory`` (rank 0 only)."""
-    from safetensors.torch import save_model
+    """Write one checkpoint into an existing, empty ``directory`` (rank 0 only).
+
+    With a ``plan`` that has a base, only the delta is written and ``trial.json`` records the base.
+    """
+    from safetensors.torch import save_file, save_model
 
     from trainables.strategies import unwrap
 
     directory = Path(directory)
     unwrap(model).config.save_pretrained(directory)
-    # save_model keeps one name per shared tensor; load_model restores the others
-    save_model(model, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    if plan is not None and plan.ref is not None:
+        save_file(plan.state(model), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        trial_info = {**trial_info, "base": plan.ref.to_json()}
+    else:  # save_model keeps one name per shared tensor; load_model restores the others
+        save_model(model, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(directory)
     (directory / TRIAL_FILE).write_text(json.dumps(trial_info, indent=2, sort_keys=True))
     if resume_state is not None:
@@ -85,9 +101,13 @@ def _structure(info: dict[str, Any]) -> tuple[str, Any]:
     return hp["pooling"], Hyperparameters.model_validate(hp)
 
 
-def load_classifier(directory: str | Path) -> Any:
-    """The trained classifier in ``directory`` (a checkpoint or an export), on the CPU, in eval mode."""
-    from safetensors.torch import load_model
+def load_checkpoint(directory: str | Path) -> tuple[Any, DeltaPlan]:
+    """The trained model in ``directory`` (a checkpoint or an export) on the CPU, and its delta plan.
+
+    Raises ``StoredFileError`` when the base is missing or changed, ``ValueError`` when the
+    weights do not fit the structure ``trial.json`` describes.
+    """
+    from safetensors.torch import load_file, load_model
     from transformers import AutoConfig
 
     from trainables.models import classifier_from_config
@@ -98,17 +118,36 @@ def load_classifier(directory: str | Path) -> Any:
     pooling, hp = _structure(info)
     config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     model = classifier_from_config(config, pooling)
-    if not info.get("merged", False):
-        model = get_strategy(hp.strategy).apply(model, hp)  # adapters and prompts: same structure
-    load_model(model, str(directory / WEIGHTS_FILE), strict=True)
-    return model.eval()
+    ref = BaseRef.from_json(info.get("base"))
+    if ref is not None:
+        load_base(model, ref)  # before the strategy wraps it: the base's names are the plain ones
+    strategy = get_strategy(hp.strategy)
+    apply = (lambda m: m) if info.get("merged", False) else (lambda m: strategy.apply(m, hp))
+    model, plan, _ = plan_delta(model, apply)  # adapters and prompts: the structure trained
+    plan.ref = ref
+    if ref is None:
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+        return model, plan
+    delta = load_file(str(directory / WEIGHTS_FILE))
+    result = model.load_state_dict(delta, strict=False)
+    missing = check_complete(model, set(delta), plan)
+    if result.unexpected_keys or missing:
+        odd = (result.unexpected_keys or missing)[:3]
+        raise ValueError(f"{directory}: weights do not fit the trial's structure (e.g. {', '.join(odd)})")
+    return model, plan
+
+
+def load_classifier(directory: str | Path) -> Any:
+    """The trained classifier in ``directory`` (a checkpoint or an export), on the CPU, in eval mode."""
+    return load_checkpoint(directory)[0].eval()
 
 
 def write_standalone(source: str | Path, out: str | Path) -> bool:
     """Write the checkpoint in ``source`` to ``out`` as deployable weights; True if adapters were merged.
 
     LoRA adapters are merged into the weights they adapt (a plain model again); other
-    strategies are copied as they are. Optimizer state is never copied.
+    strategies keep their structure. A delta checkpoint gets its base folded in, so the export
+    holds every tensor and refers to nothing. Optimizer state is never copied.
     """
     import shutil
 
@@ -120,14 +159,19 @@ def write_standalone(source: str | Path, out: str | Path) -> bool:
     _, hp = _structure(info)
     merged = False
     strategy = get_strategy(hp.strategy)
-    if strategy.mergeable and not info.get("merged", False):
-        model, merged = strategy.standalone(load_classifier(source))
+    rewrite = bool(info.get("base")) or (strategy.mergeable and not info.get("merged", False))
+    if rewrite:
+        model = load_classifier(source)
+        if strategy.mergeable and not info.get("merged", False):
+            model, merged = strategy.standalone(model)
     for f in source.iterdir():
-        if f.is_file() and f.name != RESUME_FILE and not (merged and f.name in (WEIGHTS_FILE, TRIAL_FILE)):
+        if f.is_file() and f.name != RESUME_FILE and not (rewrite and f.name in (WEIGHTS_FILE, TRIAL_FILE)):
             shutil.copy2(f, out / f.name)
-    if merged:
+    if rewrite:
         from safetensors.torch import save_model
 
         save_model(model, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-        (out / TRIAL_FILE).write_text(json.dumps({**info, "merged": True}, indent=2, sort_keys=True))
+        standalone = {k: v for k, v in info.items() if k != "base"}
+        standalone["merged"] = merged or bool(info.get("merged", False))
+        (out / TRIAL_FILE).write_text(json.dumps(standalone, indent=2, sort_keys=True))
     return merged

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["AUTO", "SUBKNOB_OWNERS", "Hyperparameters", "TaskConfig", "TrainConfig"]
+__all__ = ["AUTO", "NOT_SEARCHABLE", "SUBKNOB_OWNERS", "Hyperparameters", "TaskConfig", "TrainConfig"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Pooling = Literal["auto", "cls", "mean"]
@@ -27,6 +27,9 @@ SUBKNOB_OWNERS: dict[str, str] = {
     "lora_dropout": "lora",
     "prompt_tokens": "prompt",
 }
+
+# Set per sweep in ``train:``, never sampled: they change what is kept, not what is learned.
+NOT_SEARCHABLE = frozenset({"keep_checkpoints"})
 
 
 class Hyperparameters(BaseModel):
@@ -61,12 +64,24 @@ class Hyperparameters(BaseModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear warm-up")
     precision: Precision = Field("fp32", description="fp32, or bf16 / fp16 autocast (fp16 needs a GPU)")
     seed: int = Field(0, ge=0, lt=2**32, description="model init, data order and dropout seed")
+    keep_checkpoints: int | Literal["all"] = Field(
+        1,
+        description="epoch checkpoints kept per trial: the best N by the sweep's metric, plus the "
+        "latest; all = every epoch",
+    )
 
     @field_validator("freeze_layers")
     @classmethod
     def _freeze(cls, v: int | str) -> int | str:
         if isinstance(v, int) and v < 0:
             raise ValueError("must be >= 0 (0 = nothing frozen) or auto (all blocks)")
+        return v
+
+    @field_validator("keep_checkpoints")
+    @classmethod
+    def _keep(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 (the best epoch; the latest is always kept too) or all")
         return v
 
     @field_validator("strategy")
@@ -97,6 +112,7 @@ class TaskConfig(BaseModel):
     templates: dict[str, str | dict] = {}  # user templates; presets fill in the rest
     data_seed: int = 0  # seeds the demonstrations drawn for few-shot templates
     keep_resume_state: bool = True
+    base_dir: str | None = None  # where frozen base weights are stored once (None: full checkpoints)
 
 
 class TrainConfig(Hyperparameters):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from search_spaces import objectives as M
 from search_spaces.presets import resolve_template
-from trainables.checkpoints import load_classifier, load_resume_state, read_trial_info, save_checkpoint
+from trainables.base_weights import DeltaPlan, plan_delta, write_base
+from trainables.checkpoints import load_checkpoint, load_resume_state, read_trial_info, save_checkpoint
 from trainables.config import TrainConfig
 from trainables.context import ContextEncoder
 from trainables.data import read_split
@@ -79,8 +82,14 @@ def encode_splits(cfg: TrainConfig, tokenizer: Any) -> tuple[list, list, int, An
     )
 
 
-def build_model(cfg: TrainConfig, tokenizer: Any) -> torch.nn.Module:
-    """The pretrained classifier with ``cfg.strategy`` applied (frozen prefix, adapters, prompts)."""
+def build_model(
+    cfg: TrainConfig, tokenizer: Any, *, store_base: bool = False
+) -> tuple[torch.nn.Module, DeltaPlan]:
+    """The pretrained classifier with ``cfg.strategy`` applied (frozen prefix, adapters, prompts).
+
+    With ``store_base`` (rank 0 of a sweep's trial) and a ``task.base_dir``, the frozen base
+    weights are stored there once, and the plan lets checkpoints hold only what is trained.
+    """
     model = build_classifier(
         cfg.task.model,
         cfg.task.label_names,
@@ -88,7 +97,11 @@ def build_model(cfg: TrainConfig, tokenizer: Any) -> torch.nn.Module:
         pad_token_id=tokenizer.pad_token_id,
         seed=cfg.seed,
     )
-    return get_strategy(cfg.strategy).apply(model, cfg)
+    strategy = get_strategy(cfg.strategy)
+    model, plan, base = plan_delta(model, lambda m: strategy.apply(m, cfg))
+    if store_base and cfg.task.base_dir and plan.from_base:
+        plan.ref = write_base(base, cfg.task.base_dir)
+    return model, plan
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any, list]:
@@ -143,8 +156,19 @@ def trial_record(cfg: TrainConfig, template: Any, epoch: int, metrics: dict[str,
     }
 
 
-def _restore_or_build(cfg: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module, dict | None, dict | None]:
-    """The latest checkpoint Ray hands us (model, resume state, its metrics), else a fresh model.
+@dataclass
+class _Start:
+    """Where a trial's workers start: a fresh model, or the latest checkpoint Ray hands back."""
+
+    model: torch.nn.Module
+    plan: DeltaPlan
+    epoch: int = 0  # the last epoch already trained (0: none)
+    resume: dict | None = None  # optimizer/scheduler/RNG state of that epoch, when it was kept
+    metrics: dict | None = None  # what that epoch reported
+
+
+def _restore_or_build(cfg: TrainConfig, tokenizer: Any, rank: int) -> _Start:
+    """The latest checkpoint Ray hands us, else a fresh model (rank 0 stores its frozen base).
 
     Either way the strategy (freezing, adapters, prompts) is applied before the DDP wrap.
     """
@@ -152,24 +176,32 @@ def _restore_or_build(cfg: TrainConfig, tokenizer: Any) -> tuple[torch.nn.Module
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return build_model(cfg, tokenizer), None, None
+        return _Start(*build_model(cfg, tokenizer, store_base=rank == 0))
     with checkpoint.as_directory() as ckpt_dir:
-        return (
-            load_classifier(ckpt_dir),
-            load_resume_state(ckpt_dir),
-            read_trial_info(ckpt_dir).get("metrics"),
-        )
+        info = read_trial_info(ckpt_dir)
+        model, plan = load_checkpoint(ckpt_dir)
+        return _Start(model, plan, int(info["epoch"]), load_resume_state(ckpt_dir), info.get("metrics"))
 
 
-def _resume_optimizer(resume: dict | None, optimizer: Any, scheduler: Any, generator: torch.Generator) -> int:
-    """Restore optimizer, schedule and RNG state from a resume checkpoint; the epoch it ended."""
-    if resume is None:
-        return 0
-    optimizer.load_state_dict(resume["optimizer"])
-    scheduler.load_state_dict(resume["scheduler"])
-    generator.set_state(resume["generator"])
-    torch.set_rng_state(resume["torch_rng"])
-    return int(resume["epoch"])
+def _resume_optimizer(
+    start: _Start, optimizer: Any, scheduler: Any, generator: torch.Generator, steps: int
+) -> int:
+    """Restore optimizer, schedule and RNG state after ``start.epoch``; return that epoch.
+
+    Without saved state (``keep_resume_state: false``) training goes on from the checkpoint's
+    weights with fresh optimizer moments, the schedule moved to where the epoch left it.
+    """
+    if start.resume is None:
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start.epoch * steps):
+                scheduler.step()
+        return start.epoch
+    optimizer.load_state_dict(start.resume["optimizer"])
+    scheduler.load_state_dict(start.resume["scheduler"])
+    generator.set_state(start.resume["generator"])
+    torch.set_rng_state(start.resume["torch_rng"])
+    return int(start.resume["epoch"])
 
 
 def _report_epoch(
@@ -177,6 +209,7 @@ def _report_epoch(
     *,
     rank: int,
     model: torch.nn.Module,
+    plan: DeltaPlan,
     tokenizer: Any,
     template: Any,
     metrics: dict[str, Any],
@@ -185,7 +218,8 @@ def _report_epoch(
     """Rank 0 alone writes the checkpoint; every rank reports (report() is a barrier).
 
     ``state`` holds the live optimizer, scheduler and data-order generator; their state goes into
-    the checkpoint (with the torch RNG) when the task keeps resume state.
+    the checkpoint (with the torch RNG) when the task keeps resume state and the trial has epochs
+    left (after its last epoch nothing resumes). The driver deletes older epochs' resume state.
     """
     import ray.train
 
@@ -205,8 +239,9 @@ def _report_epoch(
                 "generator": state["generator"].get_state(),
                 "torch_rng": torch.get_rng_state(),
             }
-            if cfg.task.keep_resume_state
+            if cfg.task.keep_resume_state and epoch < cfg.epochs
             else None,
+            plan=plan,
         )
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir)
     ray.train.report(
@@ -246,18 +281,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_examples, val_examples, truncated, template = encode_splits(cfg, tokenizer)
     val_shard = val_examples[rank::world]
 
-    model, resume, resumed_metrics = _restore_or_build(cfg, tokenizer)
+    start = _restore_or_build(cfg, tokenizer, rank)
+    model = start.model
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
     loader, generator = _train_loader(train_examples, cfg, tokenizer.pad_token_id)
     optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
     scaler = grad_scaler(precision, device)
-    start_epoch = _resume_optimizer(resume, optimizer, scheduler, generator)
-    if resumed_metrics is not None:
+    start_epoch = _resume_optimizer(start, optimizer, scheduler, generator, len(loader))
+    if start.metrics is not None:
         # The report of this checkpoint may not have reached Tune before the failure (or Ctrl-C);
         # repeat it, without a new checkpoint, so the history is complete even when no epoch is
         # left to train. The driver records each epoch once.
-        ray.train.report({**resumed_metrics, M.RESUMED_FROM_EPOCH: start_epoch})
+        ray.train.report({**start.metrics, M.RESUMED_FROM_EPOCH: start_epoch})
 
     eval_args = dict(
         batch_size=eval_batch_size(cfg.batch_size),
@@ -300,5 +336,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         state = {"optimizer": optimizer, "scheduler": scheduler, "generator": generator}
         _report_epoch(
-            cfg, rank=rank, model=model, tokenizer=tokenizer, template=template, metrics=metrics, state=state
+            cfg,
+            rank=rank,
+            model=model,
+            plan=start.plan,
+            tokenizer=tokenizer,
+            template=template,
+            metrics=metrics,
+            state=state,
         )

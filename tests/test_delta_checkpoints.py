@@ -1,0 +1,134 @@
+"""Delta checkpoints: what a trial trained + a content-hash reference to the frozen base.
+
+Every registered strategy x architecture x pooling (the contract suite's tiny models): the
+checkpoint holds no frozen base tensor, reloads to the same logits, exports to a standalone
+directory that needs no base, and refuses a missing or changed base.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from tests.test_strategies import ARCHS, UNSUPPORTED, _batch, _build, _cases, _cfg
+from trainables.base_weights import base_names, plan_delta, write_base
+from trainables.checkpoints import (
+    TRIAL_FILE,
+    WEIGHTS_FILE,
+    load_classifier,
+    save_checkpoint,
+    write_standalone,
+)
+from trainables.models import load_tokenizer
+from trainables.stored import StoredFileError
+from trainables.strategies import get_strategy
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("builtin:minilm-l6")
+
+
+def _trained(arch, strategy, pooling, base_dir):
+    """A model with ``strategy`` applied, its plan (base stored in ``base_dir``), nudged off its init."""
+    if (arch.id, strategy) in UNSUPPORTED:
+        pytest.skip(f"{strategy} does not apply to {arch.id}")
+    cfg = _cfg(strategy, pooling=pooling)
+    model, plan, base = plan_delta(_build(arch, pooling), lambda m: get_strategy(strategy).apply(m, cfg))
+    plan.ref = write_base(base, str(base_dir))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    return model.eval(), plan, cfg
+
+
+def _keys(path) -> set[str]:
+    with safe_open(str(path), framework="pt") as f:
+        return set(f.keys())
+
+
+@pytest.mark.parametrize(("arch", "strategy", "pooling"), _cases())
+def test_delta_round_trip_and_standalone_export(arch, strategy, pooling, tokenizer, tmp_path):
+    model, plan, cfg = _trained(arch, strategy, pooling, tmp_path / "base")
+    assert plan.from_base, "every strategy here freezes part of the base"
+    with torch.no_grad():
+        expected = model(**_batch()).logits
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    save_checkpoint(
+        ckpt,
+        model=model,
+        tokenizer=tokenizer,
+        trial_info={"hyperparameters": cfg.for_trial(), "merged": False},
+        resume_state=None,
+        plan=plan,
+    )
+    stored = _keys(ckpt / WEIGHTS_FILE)
+    assert not stored & plan.from_base  # no frozen base tensor is written per checkpoint
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable <= stored
+    info = json.loads((ckpt / TRIAL_FILE).read_text())
+    assert info["base"]["sha256"] == plan.ref.sha256
+
+    loaded = load_classifier(ckpt)
+    with torch.no_grad():
+        assert torch.equal(loaded(**_batch()).logits, expected)
+
+    write_standalone(ckpt, tmp_path / "export")
+    exported_info = json.loads((tmp_path / "export" / TRIAL_FILE).read_text())
+    assert "base" not in exported_info
+    for f in (tmp_path / "base").iterdir():
+        f.unlink()  # the export refers to nothing
+    exported = load_classifier(tmp_path / "export")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**_batch()).logits, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(StoredFileError, match="not found"):
+        load_classifier(ckpt)
+
+
+def test_one_base_serves_every_depth_and_pooling(tmp_path):
+    """The base is the untrained embeddings + blocks: the same file whatever a trial freezes."""
+    arch = next(a for a in ARCHS if a.id == "bert")
+    refs = set()
+    for pooling in ("cls", "mean"):
+        for strategy, depth in (("full", 1), ("full", 2), ("bitfit", 0), ("lora", 2)):
+            cfg = _cfg(strategy, pooling=pooling).model_copy(update={"freeze_layers": depth})
+            apply = get_strategy(strategy).apply
+            _, plan, base = plan_delta(_build(arch, pooling), lambda m, a=apply, c=cfg: a(m, c))
+            refs.add(write_base(base, str(tmp_path)).sha256)
+    assert len(refs) == 1 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_full_fine_tuning_needs_no_base():
+    arch = next(a for a in ARCHS if a.id == "bert")
+    cfg = _cfg("full").model_copy(update={"freeze_layers": 0})
+    model, plan, _ = plan_delta(_build(arch, "cls"), lambda m: get_strategy("full").apply(m, cfg))
+    assert not plan.from_base  # the runner then writes no base and a full (plain HF) checkpoint
+    assert set(plan.state(model)) == set(model.state_dict())
+
+
+def test_a_changed_base_is_refused(tokenizer, tmp_path):
+    arch = next(a for a in ARCHS if a.id == "bert")
+    model, plan, cfg = _trained(arch, "lora", "mean", tmp_path / "base")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    info = {"hyperparameters": cfg.for_trial(), "merged": False}
+    save_checkpoint(ckpt, model=model, tokenizer=tokenizer, trial_info=info, resume_state=None, plan=plan)
+    base_file = tmp_path / "base" / f"{plan.ref.sha256}.safetensors"
+    data = bytearray(base_file.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in a tensor
+    base_file.write_bytes(bytes(data))
+    with pytest.raises(StoredFileError, match="does not match its sha256"):
+        load_classifier(ckpt)
+
+
+def test_base_names_cover_embeddings_and_blocks_only():
+    arch = next(a for a in ARCHS if a.id == "bert")
+    model = _build(arch, "cls")
+    names = base_names(model)
+    assert names and all(n.startswith(("bert.embeddings.", "bert.encoder.layer.")) for n in names)
+    assert not any(n.startswith(("classifier.", "bert.pooler.")) for n in names)

@@ -1,0 +1,90 @@
+"""Files a sweep writes once and every trial reads: content-addressed, written atomically.
+
+Used for what trials share instead of paying for it again (the frozen base weights that delta
+checkpoints refer to). A file is named by the sha256 of its bytes, so two writers of the same
+content write the same name and a reader can check what it got. Writing goes to a temporary
+name beside the target, then one rename: a reader never sees half a file, and when two trials
+race, the second rename replaces identical bytes. Works on local paths and pyarrow URIs
+(``s3://``, ``gs://``: an object appears whole when its upload completes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from search_spaces.errors import UserError
+from trainables.data import filesystem
+
+__all__ = ["StoredFileError", "exists", "fetch", "put_once", "sha256_file", "tree_bytes"]
+
+
+class StoredFileError(UserError):
+    """A stored file is missing or does not hold the content its name promises."""
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def exists(uri: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def put_once(local: str | Path, uri: str) -> bool:
+    """Copy the local file to ``uri`` unless it is already there; True if this call wrote it."""
+    if exists(uri):
+        return False
+    fs, path = filesystem(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with open(local, "rb") as src, fs.open_output_stream(tmp) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    fs.move(tmp, path)  # one rename on a local filesystem
+    return True
+
+
+def fetch(uri: str, sha256: str) -> Path:
+    """A local path holding ``uri``'s bytes, checked against ``sha256`` (downloaded once per machine)."""
+    if "://" not in uri or uri.startswith("file://"):
+        local = Path(uri.removeprefix("file://"))
+        if not local.is_file():
+            raise StoredFileError(f"{uri}: not found (sha256 {sha256[:12]})")
+    else:
+        root = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))
+        local = root / "stored" / sha256
+        if not local.is_file():
+            if not exists(uri):
+                raise StoredFileError(f"{uri}: not found (sha256 {sha256[:12]})")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs, path = filesystem(uri)
+            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f"{sha256}.")
+            with os.fdopen(fd, "wb") as dst, fs.open_input_stream(path) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(tmp, local)
+    if sha256_file(local) != sha256:
+        raise StoredFileError(f"{uri}: content does not match its sha256 {sha256[:12]}; it was changed")
+    return local
+
+
+def tree_bytes(uri: str) -> int:
+    """Bytes of every file under the directory ``uri`` (0 when it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return 0
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
