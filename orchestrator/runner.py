@@ -33,6 +33,7 @@ from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.selection import Candidate, best_per_trial, candidates
+from orchestrator.space import possible_values
 from orchestrator.spec import SpecError
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
@@ -233,7 +234,7 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
         max_length=spec.data.max_length,
         templates=spec.templates,
         data_seed=spec.search.seed,
-        base_dir=f"{r.experiment_path}/base",
+        cache_dir=f"{r.experiment_path}/cache",
     )
     return TrialSetup(
         task=task.model_dump(),
@@ -244,6 +245,33 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
         metric=spec.search.metric,
         mode=str(spec.search.mode),
     )
+
+
+def _encode_templates(r: ResolvedSweep, setup: TrialSetup, console: Console) -> None:
+    """Encode both splits once per template a trial can get, into the sweep's cache (trials read it)."""
+    import time
+
+    from search_spaces.presets import resolve_template
+    from trainables.config import TaskConfig
+    from trainables.encoded import encoded_splits
+    from trainables.models import load_tokenizer
+
+    started = time.time()
+    names = possible_values("context_template", r.space, {**r.fallback, **r.fixed})
+    task = TaskConfig.model_validate(setup.task)
+    tokenizer = load_tokenizer(task.model)
+    fresh = [
+        name
+        for name in sorted(n for n in names if isinstance(n, str))
+        if not encoded_splits(task, resolve_template(name, task.templates), tokenizer).cached
+    ]
+    if fresh:
+        console.print(
+            styled(
+                ("encoded", "bold"),
+                f" {len(fresh)} template(s) once for every trial ({', '.join(fresh)}) in {time.time() - started:.1f} s",
+            )
+        )
 
 
 def _scheduler(r: ResolvedSweep) -> Any:
@@ -331,6 +359,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         _check_local_fit(r)
     if not resuming:
         _write_inputs(r, snapshot)
+    setup = _trial_setup(r)
+    _encode_templates(r, setup, console)
 
     started_ray = _init_ray(verbose)
     import ray
@@ -356,7 +386,6 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         if resuming:
             console.print(styled(("resuming", "bold"), f" {exp_path}"))
 
-        setup = _trial_setup(r)
         # The trial actor only drives its Train run; the workers hold the real resources.
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, setup=setup), driver_resources(ray.cluster_resources())

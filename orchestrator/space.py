@@ -24,7 +24,7 @@ from orchestrator.spec import SweepSpec
 from search_spaces.domains import Choice, IntRange, exclusive, resolve_auto
 from trainables.config import SUBKNOB_OWNERS, Hyperparameters
 
-__all__ = ["ResolvedSpace", "check_space", "sample_order"]
+__all__ = ["ResolvedSpace", "check_space", "possible_values", "sample_order"]
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _check_alternatives(key: str, domains: list[Any], errors: list[str]) -> None
                 )
 
 
-def _possible(key: str, space: dict[str, list[Any]], fixed: dict[str, Any]) -> set[Any]:
+def possible_values(key: str, space: dict[str, list[Any]], fixed: dict[str, Any]) -> set[Any]:
     """Every value ``key`` can take in some trial (choice values or the fixed value)."""
     if key not in space:
         return {fixed.get(key)}
@@ -147,7 +147,7 @@ def _check_conditions(space: dict[str, list[Any]], fixed: dict[str, Any], errors
     for key, domains in space.items():
         for domain in domains:
             for knob, allowed in domain.conditions().items():
-                possible = _possible(knob, space, fixed)
+                possible = possible_values(knob, space, fixed)
                 if not any(v in possible for v in allowed) and not any(type(v) is object for v in possible):
                     shown = ", ".join(sorted(str(v) for v in possible if v is not None))
                     errors.append(
@@ -159,7 +159,7 @@ def _check_conditions(space: dict[str, list[Any]], fixed: dict[str, Any], errors
 def _check_subknobs(
     spec: SweepSpec, space: dict[str, list[Any]], fixed: dict[str, Any], errors: list[str]
 ) -> None:
-    strategies = _possible("strategy", space, fixed)
+    strategies = possible_values("strategy", space, fixed)
     for knob, owner in SUBKNOB_OWNERS.items():
         if knob in spec.train.model_fields_set and owner not in strategies:
             errors.append(
@@ -206,8 +206,8 @@ def _check_strategies(
     from trainables.models import classifier_from_config, load_model_config
     from trainables.strategies import STRATEGIES, get_strategy
 
-    strategies = [s for s in _possible("strategy", space, fixed) if s in STRATEGIES]
-    poolings = [p for p in _possible("pooling", space, fixed) if p in ("cls", "mean")]
+    strategies = [s for s in possible_values("strategy", space, fixed) if s in STRATEGIES]
+    poolings = [p for p in possible_values("pooling", space, fixed) if p in ("cls", "mean")]
     config = load_model_config(spec.model)
     config.num_labels = 2
     seen: set[str] = set()

@@ -17,7 +17,12 @@ EVAL_LOSS = "eval_loss"
 TRAIN_LOSS = "train_loss"
 
 TRAINABLE_PARAMS = "trainable_params"
-STARTUP_SECONDS = "startup_seconds"  # trial start (worker entry) to the first optimizer step
+STARTUP_SECONDS = "startup_seconds"  # trial start (the trial driver) to the first optimizer step
+# ... of which: trial driver to worker entry (Train controller, placement group, worker process,
+# imports), tokenizer + encoded splits, and model build/restore + DDP wrap
+STARTUP_LAUNCH_SECONDS = "startup_launch_seconds"
+STARTUP_DATA_SECONDS = "startup_data_seconds"
+STARTUP_MODEL_SECONDS = "startup_model_seconds"
 EPOCH_SECONDS = "epoch_seconds"
 SAMPLES_PER_SECOND = "samples_per_second"  # training samples per wall second, summed over workers
 TRUNCATED_EXAMPLES = "truncated_examples"  # examples whose context was cut to fit max_length
@@ -38,6 +43,9 @@ REPORTED_METRICS: tuple[str, ...] = (
     TRAIN_LOSS,
     TRAINABLE_PARAMS,
     STARTUP_SECONDS,
+    STARTUP_LAUNCH_SECONDS,
+    STARTUP_DATA_SECONDS,
+    STARTUP_MODEL_SECONDS,
     EPOCH_SECONDS,
     SAMPLES_PER_SECOND,
     TRUNCATED_EXAMPLES,

@@ -29,6 +29,9 @@ PER_EPOCH = [
     "train_loss",
     "trainable_params",
     "startup_seconds",
+    "startup_launch_seconds",
+    "startup_data_seconds",
+    "startup_model_seconds",
     "epoch_seconds",
     "samples_per_second",
     "truncated_examples",
@@ -77,6 +80,8 @@ def test_mlflow_layout(sweep):
         for key in PER_EPOCH:
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == epochs, key
         assert child.data.metrics["samples_per_second"] > 0 and child.data.metrics["startup_seconds"] > 0
+        parts = [child.data.metrics[f"startup_{p}_seconds"] for p in ("launch", "data", "model")]
+        assert all(p >= 0 for p in parts) and sum(parts) <= child.data.metrics["startup_seconds"]
         assert Path(child.data.tags[TAGS.CHECKPOINT]).is_dir()
     assert "completed" in outcomes
     # freezing changes the trainable-parameter count the trials report
@@ -90,7 +95,7 @@ def test_small_checkpoints_and_retention(sweep):
     client, parents, children = _runs(workdir)
     exp = workdir / "runs" / "e2e"
     assert not list(exp.rglob("resume.pt"))  # every trial ended: nothing will resume
-    bases = {p.name for p in (exp / "base").glob("*.safetensors")}
+    bases = {p.name for p in (exp / "cache" / "base").glob("*.safetensors")}
     for child in children:
         history = client.get_metric_history(child.info.run_id, "eval_accuracy")
         best, last = max(m.value for m in history), max(m.step for m in history)
@@ -105,6 +110,13 @@ def test_small_checkpoints_and_retention(sweep):
                 assert Path(info["base"]["uri"]).name in bases
     assert len(bases) <= 1  # one seed, one model: one stored base for the whole sweep
     assert parents[0].data.metrics["disk_bytes"] > 0 and "disk " in proc.stdout
+
+
+def test_templates_encoded_once_for_the_sweep(sweep):
+    _, workdir, proc = sweep
+    stored = list((workdir / "runs" / "e2e" / "cache" / "tokens").glob("*.parquet"))
+    assert len(stored) == 3  # plain, task, shot: one file each, whatever the number of trials and ranks
+    assert "encoded 3 template(s) once for every trial" in proc.stdout
 
 
 def test_best_checkpoint_loads_and_reproduces_its_metric(sweep):

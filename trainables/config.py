@@ -112,7 +112,9 @@ class TaskConfig(BaseModel):
     templates: dict[str, str | dict] = {}  # user templates; presets fill in the rest
     data_seed: int = 0  # seeds the demonstrations drawn for few-shot templates
     keep_resume_state: bool = True
-    base_dir: str | None = None  # where frozen base weights are stored once (None: full checkpoints)
+    # The sweep's cache (storage): frozen base weights (base/) and encoded splits (tokens/), each
+    # written once. None: every trial encodes for itself and writes full checkpoints.
+    cache_dir: str | None = None
 
 
 class TrainConfig(Hyperparameters):

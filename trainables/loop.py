@@ -24,9 +24,8 @@ from search_spaces.presets import resolve_template
 from trainables.base_weights import DeltaPlan, plan_delta, write_base
 from trainables.checkpoints import load_checkpoint, load_resume_state, read_trial_info, save_checkpoint
 from trainables.config import TrainConfig
-from trainables.context import ContextEncoder
-from trainables.data import read_split
 from trainables.device import autocast, grad_scaler, resolve_precision, train_device
+from trainables.encoded import encoded_splits
 from trainables.freezing import count_trainable_parameters
 from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate
 from trainables.models import build_classifier, load_tokenizer, resolved_pooling
@@ -58,28 +57,13 @@ def resolve_trial_config(config: dict[str, Any]) -> TrainConfig:
 
 
 def encode_splits(cfg: TrainConfig, tokenizer: Any) -> tuple[list, list, int, Any]:
-    """(train examples, validation examples, truncated count, template): ``(input_ids, label)`` pairs."""
-    task = cfg.task
-    train, val = read_split(task.train_data), read_split(task.validation_data)
-    template = resolve_template(cfg.context_template, task.templates)
-    encoder = ContextEncoder(
-        tokenizer,
-        template,
-        label_names=task.label_names,
-        train_texts=train.texts,
-        train_labels=train.labels,
-        max_length=task.max_length,
-        seed=task.data_seed,
-    )
-    enc_train = encoder.encode(train.texts, split="train")
-    enc_val = encoder.encode(val.texts, split="validation")
-    truncated = enc_train.truncated + enc_val.truncated
-    return (
-        list(zip(enc_train.input_ids, train.labels, strict=True)),
-        list(zip(enc_val.input_ids, val.labels, strict=True)),
-        truncated,
-        template,
-    )
+    """(train examples, validation examples, truncated count, template): ``(input_ids, label)`` pairs.
+
+    Read from the sweep's cache when this template was encoded before (see ``trainables.encoded``).
+    """
+    template = resolve_template(cfg.context_template, cfg.task.templates)
+    encoded = encoded_splits(cfg.task, template, tokenizer)
+    return encoded.train, encoded.validation, encoded.truncated, template
 
 
 def build_model(
@@ -87,7 +71,7 @@ def build_model(
 ) -> tuple[torch.nn.Module, DeltaPlan]:
     """The pretrained classifier with ``cfg.strategy`` applied (frozen prefix, adapters, prompts).
 
-    With ``store_base`` (rank 0 of a sweep's trial) and a ``task.base_dir``, the frozen base
+    With ``store_base`` (rank 0 of a sweep's trial) and a ``task.cache_dir``, the frozen base
     weights are stored there once, and the plan lets checkpoints hold only what is trained.
     """
     model = build_classifier(
@@ -99,8 +83,8 @@ def build_model(
     )
     strategy = get_strategy(cfg.strategy)
     model, plan, base = plan_delta(model, lambda m: strategy.apply(m, cfg))
-    if store_base and cfg.task.base_dir and plan.from_base:
-        plan.ref = write_base(base, cfg.task.base_dir)
+    if store_base and cfg.task.cache_dir and plan.from_base:
+        plan.ref = write_base(base, f"{cfg.task.cache_dir.rstrip('/')}/base")
     return model, plan
 
 
@@ -280,11 +264,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tokenizer = load_tokenizer(task.model)
     train_examples, val_examples, truncated, template = encode_splits(cfg, tokenizer)
     val_shard = val_examples[rank::world]
+    data_ready = time.time()
 
     start = _restore_or_build(cfg, tokenizer, rank)
     model = start.model
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+    model_ready = time.time()
     loader, generator = _train_loader(train_examples, cfg, tokenizer.pad_token_id)
     optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
     scaler = grad_scaler(precision, device)
@@ -303,6 +289,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         precision=precision,
     )
     trial_started = cfg.trial_started_at or started
+    startup = {  # where the time to the first step goes (the rest: loader, optimizer, first batch)
+        M.STARTUP_LAUNCH_SECONDS: started - trial_started,  # Train controller, worker process, imports
+        M.STARTUP_DATA_SECONDS: data_ready - started,  # tokenizer, encoded splits
+        M.STARTUP_MODEL_SECONDS: model_ready - data_ready,  # build or restore, strategy, DDP wrap
+    }
     first_step: list[float] = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):  # 1-based: the counter ASHA schedules on
         if world > 1:
@@ -328,6 +319,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 M.TRAIN_LOSS: totals[1] / max(totals[0], 1),
                 M.TRAINABLE_PARAMS: trainable_params,
                 M.STARTUP_SECONDS: first_step[0] if first_step else 0.0,
+                **startup,
                 M.EPOCH_SECONDS: epoch_seconds,
                 M.SAMPLES_PER_SECOND: totals[0] / max(epoch_seconds, 1e-9),
                 M.TRUNCATED_EXAMPLES: truncated,
