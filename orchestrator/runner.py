@@ -33,8 +33,8 @@ from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.selection import Candidate, best_per_trial, candidates
-from orchestrator.space import possible_values
 from orchestrator.spec import SpecError
+from orchestrator.sweep_cache import drop_prefix_features, prepare_sweep_cache
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import DefineByRun
@@ -247,33 +247,6 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
     )
 
 
-def _encode_templates(r: ResolvedSweep, setup: TrialSetup, console: Console) -> None:
-    """Encode both splits once per template a trial can get, into the sweep's cache (trials read it)."""
-    import time
-
-    from search_spaces.presets import resolve_template
-    from trainables.config import TaskConfig
-    from trainables.encoded import encoded_splits
-    from trainables.models import load_tokenizer
-
-    started = time.time()
-    names = possible_values("context_template", r.space, {**r.fallback, **r.fixed})
-    task = TaskConfig.model_validate(setup.task)
-    tokenizer = load_tokenizer(task.model)
-    fresh = [
-        name
-        for name in sorted(n for n in names if isinstance(n, str))
-        if not encoded_splits(task, resolve_template(name, task.templates), tokenizer).cached
-    ]
-    if fresh:
-        console.print(
-            styled(
-                ("encoded", "bold"),
-                f" {len(fresh)} template(s) once for every trial ({', '.join(fresh)}) in {time.time() - started:.1f} s",
-            )
-        )
-
-
 def _scheduler(r: ResolvedSweep) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -359,8 +332,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         _check_local_fit(r)
     if not resuming:
         _write_inputs(r, snapshot)
-    setup = _trial_setup(r)
-    _encode_templates(r, setup, console)
+    setup = prepare_sweep_cache(r, _trial_setup(r), console)  # templates encoded, cache sized
 
     started_ray = _init_ray(verbose)
     import ray
@@ -444,6 +416,12 @@ def _fit(
         board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
         if board:
             _record_leaderboard(recorder, parent_id, board, metric)
+        if status == "FINISHED":  # a resume would read them; a finished sweep has no use for them
+            freed = drop_prefix_features(exp_path)
+            if freed:
+                console.print(
+                    styled(("prefix cache", "bold"), f" {disk_usage_line(freed)} deleted (sweep finished)")
+                )
         _report_disk(exp_path, recorder, parent_id, console)
         recorder.close(status)
     return SweepOutcome(status, board)

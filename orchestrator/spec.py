@@ -133,6 +133,15 @@ class TrackingSpec(_Strict):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db")
 
 
+class CacheSpec(_Strict):
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
+        description="frozen-prefix features stored once per sweep: auto = when the size estimate fits max_gb, "
+        "true = store entries while they fit, false = never",
+    )
+    max_gb: float = Field(4.0, gt=0, le=100_000, description="the most the prefix cache may hold, in GB")
+
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -145,6 +154,7 @@ class SweepSpec(_Strict):
     train: Hyperparameters = Hyperparameters()
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
+    cache: CacheSpec = CacheSpec()
     storage: str | None = Field(None, description="Ray storage_path; default <workdir>/runs")
 
     @field_validator("name")

@@ -26,6 +26,8 @@ STARTUP_MODEL_SECONDS = "startup_model_seconds"
 EPOCH_SECONDS = "epoch_seconds"
 SAMPLES_PER_SECOND = "samples_per_second"  # training samples per wall second, summed over workers
 TRUNCATED_EXAMPLES = "truncated_examples"  # examples whose context was cut to fit max_length
+CACHE_HIT = "cache_hit"  # 1 when the frozen prefix's states were read from the sweep's cache
+CACHED_DEPTH = "cached_depth"  # how many frozen blocks those states covered (0: none read)
 RESUMED_FROM_EPOCH = "resumed_from_epoch"  # epoch of the checkpoint this run resumed from; 0 = never resumed
 
 # metric -> the mode that makes it better
@@ -49,5 +51,7 @@ REPORTED_METRICS: tuple[str, ...] = (
     EPOCH_SECONDS,
     SAMPLES_PER_SECOND,
     TRUNCATED_EXAMPLES,
+    CACHE_HIT,
+    CACHED_DEPTH,
     RESUMED_FROM_EPOCH,
 )

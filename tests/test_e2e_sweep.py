@@ -35,6 +35,8 @@ PER_EPOCH = [
     "epoch_seconds",
     "samples_per_second",
     "truncated_examples",
+    "cache_hit",
+    "cached_depth",
 ]
 
 

@@ -115,6 +115,7 @@ class TaskConfig(BaseModel):
     # The sweep's cache (storage): frozen base weights (base/) and encoded splits (tokens/), each
     # written once. None: every trial encodes for itself and writes full checkpoints.
     cache_dir: str | None = None
+    prefix_cache_bytes: int = 0  # frozen-prefix features stored up to this many bytes (0: not cached)
 
 
 class TrainConfig(Hyperparameters):

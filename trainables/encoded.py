@@ -38,6 +38,11 @@ class EncodedSplits:
     validation: list[tuple[list[int], int]]
     truncated: int
     cached: bool = False  # read back from the sweep's cache
+    key: str | None = None  # the cache key (None without a cache)
+
+    def tokens(self) -> int:
+        """Token positions over both splits (what stored hidden states scale with)."""
+        return sum(len(ids) for ids, _ in self.train) + sum(len(ids) for ids, _ in self.validation)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -136,9 +141,12 @@ def encoded_splits(task: Any, template: Any, tokenizer: Any) -> EncodedSplits:
     """``template`` over ``task``'s splits: from the sweep's cache when stored, else encoded (and stored)."""
     if not task.cache_dir:
         return encode_splits_of(task, template, tokenizer)
-    uri = f"{task.cache_dir.rstrip('/')}/tokens/{encoding_key(task, template, tokenizer)}.parquet"
+    key = encoding_key(task, template, tokenizer)
+    uri = f"{task.cache_dir.rstrip('/')}/tokens/{key}.parquet"
     if exists(uri):
-        return _read(uri)
-    encoded = encode_splits_of(task, template, tokenizer)
-    _write(encoded, uri)
+        encoded = _read(uri)
+    else:
+        encoded = encode_splits_of(task, template, tokenizer)
+        _write(encoded, uri)
+    encoded.key = key
     return encoded

@@ -26,9 +26,10 @@ from trainables.checkpoints import load_checkpoint, load_resume_state, read_tria
 from trainables.config import TrainConfig
 from trainables.device import autocast, grad_scaler, resolve_precision, train_device
 from trainables.encoded import encoded_splits
-from trainables.freezing import count_trainable_parameters
-from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate
+from trainables.freezing import count_trainable_parameters, resolve_depth
+from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate, to_device
 from trainables.models import build_classifier, load_tokenizer, resolved_pooling
+from trainables.prefix_cache import PrefixFeed, feature_key, prefix_features
 from trainables.strategies import get_strategy
 
 __all__ = [
@@ -99,13 +100,16 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -
 
 
 def train_epoch(
-    model, loader, optimizer, scheduler, scaler, params, *, precision, device, on_first_step=None
+    model, loader, optimizer, scheduler, scaler, params, *, precision, device, on_first_step=None, feed=None
 ):
-    """One pass over ``loader``; returns (examples seen, summed loss). Frozen modules stay in eval mode."""
+    """One pass over ``loader``; returns (examples seen, summed loss). Frozen modules stay in eval mode.
+
+    With a ``feed`` the frozen prefix's stored states are read instead of computed.
+    """
     model.train()
     seen, loss_sum = 0, 0.0
     for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device, feed)
         with autocast(precision, device):
             loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
@@ -151,8 +155,8 @@ class _Start:
     metrics: dict | None = None  # what that epoch reported
 
 
-def _restore_or_build(cfg: TrainConfig, tokenizer: Any, rank: int) -> _Start:
-    """The latest checkpoint Ray hands us, else a fresh model (rank 0 stores its frozen base).
+def _restore_or_build(cfg: TrainConfig, tokenizer: Any) -> _Start:
+    """The latest checkpoint Ray hands us, else a fresh model (its frozen base stored once).
 
     Either way the strategy (freezing, adapters, prompts) is applied before the DDP wrap.
     """
@@ -160,11 +164,65 @@ def _restore_or_build(cfg: TrainConfig, tokenizer: Any, rank: int) -> _Start:
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return _Start(*build_model(cfg, tokenizer, store_base=rank == 0))
+        # every rank: the base's sha256 names the prefix cache's entries (the first one writes it)
+        return _Start(*build_model(cfg, tokenizer, store_base=True))
     with checkpoint.as_directory() as ckpt_dir:
         info = read_trial_info(ckpt_dir)
         model, plan = load_checkpoint(ckpt_dir)
         return _Start(model, plan, int(info["epoch"]), load_resume_state(ckpt_dir), info.get("metrics"))
+
+
+def _indexed(rows: list) -> list:
+    """``(input_ids, label, index)``: the index is what stored prefix states are looked up by."""
+    return [(ids, label, i) for i, (ids, label) in enumerate(rows)]
+
+
+def _prefix_feed(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    plan: DeltaPlan,
+    encoded: Any,
+    device: Any,
+    pad_id: int,
+    rank: int,
+) -> tuple[PrefixFeed | None, dict[str, int]]:
+    """The frozen prefix's states from the sweep's cache (computed once per key), or None.
+
+    Rank 0 reads or computes the entry first; the other ranks then read it (both whole splits;
+    the loaders shard by index). Every rank reports what rank 0 found.
+    """
+    import torch.distributed as dist
+
+    from trainables.strategies import unwrap
+
+    depth = resolve_depth(cfg.freeze_layers, unwrap(model))
+    task, none = cfg.task, {M.CACHE_HIT: 0, M.CACHED_DEPTH: 0}
+    usable = task.prefix_cache_bytes > 0 and task.cache_dir and encoded.key and plan.ref
+    if not usable or depth == 0 or not get_strategy(cfg.strategy).reads_frozen_prefix:
+        return None, none
+    distributed = dist.is_available() and dist.is_initialized()
+    eval_batch = eval_batch_size(cfg.batch_size)  # validation states in evaluation's own batches
+    if distributed and rank != 0:
+        dist.barrier()  # rank 0 has stored the entry (or found it)
+    use = prefix_features(
+        model,
+        {"train": _indexed(encoded.train), "validation": _indexed(encoded.validation)},
+        depth,
+        cache_dir=task.cache_dir,
+        max_bytes=task.prefix_cache_bytes,
+        key_of=lambda j: feature_key(plan.ref.sha256, encoded.key, j, eval_batch),
+        batch_size=eval_batch,
+        pad_id=pad_id,
+        device=device,
+    )
+    if distributed and rank == 0:
+        dist.barrier()
+    if use is None:  # blocks that return more than a tensor: run the prefix every step
+        return None, none
+    found = torch.tensor([int(use.read_depth > 0), use.read_depth], device=device)
+    if distributed:
+        dist.broadcast(found, src=0)
+    return PrefixFeed(model, depth, use.features), {M.CACHE_HIT: int(found[0]), M.CACHED_DEPTH: int(found[1])}
 
 
 def _resume_optimizer(
@@ -262,14 +320,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Data: the same prepared rows on every rank; the template renders context around each text.
     tokenizer = load_tokenizer(task.model)
-    train_examples, val_examples, truncated, template = encode_splits(cfg, tokenizer)
+    template = resolve_template(cfg.context_template, task.templates)
+    encoded = encoded_splits(task, template, tokenizer)  # once per sweep and template
+    train_examples, val_examples = _indexed(encoded.train), _indexed(encoded.validation)
+    truncated = encoded.truncated
     val_shard = val_examples[rank::world]
     data_ready = time.time()
 
-    start = _restore_or_build(cfg, tokenizer, rank)
+    start = _restore_or_build(cfg, tokenizer)
     model = start.model
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+    feed, cache_metrics = _prefix_feed(cfg, model, start.plan, encoded, device, tokenizer.pad_token_id, rank)
     model_ready = time.time()
     loader, generator = _train_loader(train_examples, cfg, tokenizer.pad_token_id)
     optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
@@ -309,10 +371,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             precision=precision,
             device=device,
             on_first_step=lambda: first_step or first_step.append(time.time() - trial_started),
+            feed=feed,
         )
         epoch_seconds = time.time() - t0
         totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
-        metrics = evaluate(model, val_shard, **eval_args)
+        metrics = evaluate(model, val_shard, **eval_args, feed=feed)
         metrics.update(
             {
                 M.EPOCH: epoch,
@@ -320,6 +383,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 M.TRAINABLE_PARAMS: trainable_params,
                 M.STARTUP_SECONDS: first_step[0] if first_step else 0.0,
                 **startup,
+                **cache_metrics,
                 M.EPOCH_SECONDS: epoch_seconds,
                 M.SAMPLES_PER_SECOND: totals[0] / max(epoch_seconds, 1e-9),
                 M.TRUNCATED_EXAMPLES: truncated,

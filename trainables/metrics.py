@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from search_spaces import objectives as M
 from trainables.device import autocast
 
-__all__ = ["all_reduce", "classification_metrics", "collate", "eval_batch_size", "evaluate"]
+__all__ = ["all_reduce", "classification_metrics", "collate", "eval_batch_size", "evaluate", "to_device"]
 
 
 def eval_batch_size(train_batch_size: int) -> int:
@@ -22,19 +22,37 @@ def eval_batch_size(train_batch_size: int) -> int:
 
 
 def collate(pad_id: int):
-    """Pad ``(input_ids, label)`` pairs to the longest in the batch (right padding + attention mask)."""
+    """Pad ``(input_ids, label)`` pairs to the longest in the batch (right padding + attention mask).
 
-    def collate_batch(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in batch)
+    Items may carry a third element, the example's index in its split (``index`` in the batch):
+    what ``trainables.prefix_cache`` looks stored states up by.
+    """
+
+    def collate_batch(batch: list[tuple]) -> dict[str, torch.Tensor]:
+        width = max(len(item[0]) for item in batch)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-        labels = torch.tensor([label for _, label in batch])
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        for row, item in enumerate(batch):
+            input_ids[row, : len(item[0])] = torch.tensor(item[0])
+            attention[row, : len(item[0])] = 1
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "labels": torch.tensor([item[1] for item in batch]),
+        }
+        if len(batch[0]) > 2:
+            out["index"] = torch.tensor([item[2] for item in batch])
+        return out
 
     return collate_batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device, feed=None) -> dict[str, torch.Tensor]:
+    """The model's inputs on ``device``; a prefix feed (if any) is loaded with the batch's stored states."""
+    index = batch.pop("index", None)
+    if feed is not None:
+        feed.load(index, batch["input_ids"].shape[1])
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 def all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -64,16 +82,21 @@ def classification_metrics(confusion: torch.Tensor, loss_sum: float) -> dict[str
 
 
 @torch.no_grad()
-def evaluate(model, examples, *, batch_size: int, pad_id: int, num_labels: int, device, precision: str):
+def evaluate(
+    model, examples, *, batch_size: int, pad_id: int, num_labels: int, device, precision: str, feed=None
+):
     """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
 
-    Pass the unwrapped model: uneven shards then need no DDP collective in forward.
+    Pass the unwrapped model: uneven shards then need no DDP collective in forward. With a
+    ``feed`` (``trainables.prefix_cache.PrefixFeed``) the frozen prefix is read, not computed.
     """
+    if feed is not None:
+        feed.split = "validation"
     model.eval()
     confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in DataLoader(examples, batch_size=batch_size, collate_fn=collate(pad_id)):
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, device, feed)
         with autocast(precision, device):
             out = model(**batch)
         loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
@@ -84,4 +107,6 @@ def evaluate(model, examples, *, batch_size: int, pad_id: int, num_labels: int, 
     all_reduce(confusion)
     all_reduce(loss_sum)
     model.train()
+    if feed is not None:
+        feed.split = "train"
     return classification_metrics(confusion.cpu(), loss_sum.item())

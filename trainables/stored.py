@@ -10,6 +10,7 @@ race, the second rename replaces identical bytes. Works on local paths and pyarr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from search_spaces.errors import UserError
 from trainables.data import filesystem
 
-__all__ = ["StoredFileError", "exists", "fetch", "put_once", "sha256_file", "tree_bytes"]
+__all__ = ["StoredFileError", "exists", "fetch", "put_once", "sha256_file", "tree_bytes", "write_lock"]
 
 
 class StoredFileError(UserError):
@@ -88,3 +89,26 @@ def tree_bytes(uri: str) -> int:
         return 0
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
+
+@contextlib.contextmanager
+def write_lock(uri: str):
+    """Hold an exclusive lock named after ``uri`` while deciding whether to write it (local paths).
+
+    A second process asking for the same lock waits, then finds the file written. Object stores
+    have no such lock: there, concurrent writers each compute and the last complete upload wins
+    (same content).
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(f"{uri.removeprefix('file://')}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -34,6 +34,9 @@ class Strategy(ABC):
     name: ClassVar[str]
     knobs: ClassVar[tuple[str, ...]] = ()  # the sub-knobs this strategy reads (trainables.config)
     mergeable: ClassVar[bool] = False  # standalone() folds what was trained into plain weights
+    # The frozen prefix sees the plain input embeddings, so its output can be cached
+    # (trainables.prefix_cache); False where the strategy changes what the blocks see.
+    reads_frozen_prefix: ClassVar[bool] = True
 
     def validate(self, model: torch.nn.Module, cfg: Any, *, max_length: int | None = None) -> list[str]:
         """Problems with running ``cfg`` on ``model``; empty when it can run."""

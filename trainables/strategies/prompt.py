@@ -19,6 +19,7 @@ from trainables.strategies._base import Strategy, register_strategy
 class Prompt(Strategy):
     name = "prompt"
     knobs = ("prompt_tokens",)
+    reads_frozen_prefix = False  # soft tokens are prepended to every block's input
 
     def _check(self, model, depth, cfg, *, max_length):
         n = locate_layers(model).num_blocks
