@@ -32,8 +32,9 @@ lint: setup
 	$(BIN)/ruff check orchestrator trainables search_spaces tests bench
 	$(BIN)/ruff format --check orchestrator trainables search_spaces tests bench
 
-bench: setup  # bench_strategies needs ../shared/data and takes about 1.5 hours on 2 cores
+bench: setup  # needs ../shared/data; bench_strategies takes about 1.5 hours on 2 cores
 	$(BIN)/python bench/bench_context.py
+	$(BIN)/python bench/bench_pay_once.py
 	$(BIN)/python bench/bench_strategies.py --datasets cr
 	$(BIN)/python bench/bench_strategies.py --datasets subj --train-rows 1200 \
 		--configs head-only freeze-3 bitfit lora full

@@ -95,6 +95,7 @@ def run_sweep(work: Path, sweep: Path) -> dict:
                 "epoch_seconds": history("epoch_seconds"),
                 "samples_per_second": history("samples_per_second"),
                 "eval_accuracy": history("eval_accuracy"),
+                "cached_depth": history("cached_depth"),
             }
         )
     return {"wall": wall, "disk_bytes": parent.data.metrics["disk_bytes"], "trials": trials}
@@ -216,16 +217,17 @@ def _table(sweep: dict, plain: dict) -> str:
         f"{statistics.median(t['model'] for t in sweep['trials']):.1f} s",
         f"disk {sweep['disk_bytes'] / 1e6:.1f} MB",
         "",
-        "| freeze_layers | sweep epoch-2 s | (L-k)/L x full epoch-2 s | sweep samples/s (epoch 2) | "
-        "plain 1-thread samples/s (epoch 2) | ratio | sweep eval_accuracy | plain eval_accuracy |",
-        "|---|---|---|---|---|---|---|---|",
+        "| freeze_layers | read from cache (depth) | sweep epoch-1 s | sweep epoch-2 s | (L-k)/L x full epoch-2 s "
+        "| sweep samples/s (epoch 2) | plain 1-thread samples/s (epoch 2) | ratio | sweep eval_accuracy "
+        "| plain eval_accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in sorted(by_k):
         t, p = by_k[k], plain1.get(k)
         scaled = f"{(LAYERS - k) / LAYERS * full['epoch_seconds'][-1]:.1f}" if full else ""
         ratio = f"{t['samples_per_second'][-1] / p['samples_per_second'][-1]:.2f}" if p else ""
         lines.append(
-            f"| {k} | {t['epoch_seconds'][-1]:.1f} | {scaled} | {t['samples_per_second'][-1]:.1f} | "
+            f"| {k} | {int(t['cached_depth'][0])} | {t['epoch_seconds'][0]:.1f} | {t['epoch_seconds'][-1]:.1f} | {scaled} | {t['samples_per_second'][-1]:.1f} | "
             f"{p['samples_per_second'][-1]:.1f} | {ratio} | {t['eval_accuracy'][-1]:.3f} | "
             f"{p['eval_accuracy'][-1]:.3f} |"
         )

@@ -19,7 +19,8 @@ TRAIN_LOSS = "train_loss"
 TRAINABLE_PARAMS = "trainable_params"
 STARTUP_SECONDS = "startup_seconds"  # trial start (the trial driver) to the first optimizer step
 # ... of which: trial driver to worker entry (Train controller, placement group, worker process,
-# imports), tokenizer + encoded splits, and model build/restore + DDP wrap
+# imports), tokenizer + encoded splits, and model build/restore + DDP wrap (the rest: reading or
+# computing the frozen prefix's states, the optimizer, the first batch)
 STARTUP_LAUNCH_SECONDS = "startup_launch_seconds"
 STARTUP_DATA_SECONDS = "startup_data_seconds"
 STARTUP_MODEL_SECONDS = "startup_model_seconds"

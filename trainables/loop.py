@@ -331,8 +331,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = start.model
     trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
-    feed, cache_metrics = _prefix_feed(cfg, model, start.plan, encoded, device, tokenizer.pad_token_id, rank)
     model_ready = time.time()
+    feed, cache_metrics = _prefix_feed(cfg, model, start.plan, encoded, device, tokenizer.pad_token_id, rank)
     loader, generator = _train_loader(train_examples, cfg, tokenizer.pad_token_id)
     optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
     scaler = grad_scaler(precision, device)
@@ -351,7 +351,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         precision=precision,
     )
     trial_started = cfg.trial_started_at or started
-    startup = {  # where the time to the first step goes (the rest: loader, optimizer, first batch)
+    startup = {  # where the time to the first step goes (the rest: prefix states, optimizer, first batch)
         M.STARTUP_LAUNCH_SECONDS: started - trial_started,  # Train controller, worker process, imports
         M.STARTUP_DATA_SECONDS: data_ready - started,  # tokenizer, encoded splits
         M.STARTUP_MODEL_SECONDS: model_ready - data_ready,  # build or restore, strategy, DDP wrap
