@@ -34,7 +34,8 @@ def _encode_templates(r: ResolvedSweep, task: Any, console: Console) -> list[Any
     from trainables.models import load_tokenizer
 
     started = time.time()
-    names = sorted(n for n in possible_values("context_template", r.space, {**r.fallback, **r.fixed}) if n)
+    possible = possible_values("context_template", r.space, {**r.fallback, **r.fixed})
+    names = sorted(n for n in possible if isinstance(n, str))
     tokenizer = load_tokenizer(task.model)
     encoded = [encoded_splits(task, resolve_template(name, task.templates), tokenizer) for name in names]
     fresh = [name for name, e in zip(names, encoded, strict=True) if not e.cached]
