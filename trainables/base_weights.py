@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from trainables.data import file_sha256
 from trainables.freezing import FreezeError, locate_layers
-from trainables.stored import StoredFileError, fetch, put_once, sha256_file
+from trainables.stored import StoredFileError, fetch, put_once
 
 __all__ = ["BaseRef", "DeltaPlan", "base_names", "check_complete", "load_base", "plan_delta", "write_base"]
 
@@ -57,6 +58,11 @@ def base_names(model: torch.nn.Module) -> list[str]:
     return [n for n in model.state_dict(keep_vars=True) if n in embeddings or n.startswith(prefix)]
 
 
+def _storage(tensor: torch.Tensor) -> tuple[int, int, tuple[int, ...]]:
+    """What tied aliases share: the same storage, offset and shape."""
+    return tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape)
+
+
 @dataclass
 class DeltaPlan:
     """Which state-dict entries of the model to train are frozen base tensors (not saved per epoch)."""
@@ -71,7 +77,7 @@ class DeltaPlan:
         for name, tensor in sorted(model.state_dict(keep_vars=True).items()):
             if self.ref is not None and name in self.from_base:
                 continue
-            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            key = _storage(tensor)
             if key in seen:
                 continue  # a tied alias: loading assigns it through the module that owns it
             seen.add(key)
@@ -108,7 +114,7 @@ def write_base(base: dict[str, torch.Tensor], base_dir: str) -> BaseRef:
     with tempfile.TemporaryDirectory(prefix="base-") as tmp:
         local = Path(tmp, "base.safetensors")
         save_file(tensors, str(local), metadata={"format": "pt"})
-        digest = sha256_file(local)
+        digest = file_sha256(local)
         uri = f"{base_dir.rstrip('/')}/{digest}.safetensors"
         put_once(local, uri)
     return BaseRef(digest, uri)
@@ -129,15 +135,6 @@ def load_base(unwrapped: torch.nn.Module, ref: BaseRef) -> None:
 def check_complete(model: torch.nn.Module, loaded: set[str], plan: DeltaPlan) -> list[str]:
     """State-dict keys of ``model`` that neither the delta nor the base provided (tied aliases excepted)."""
     state = model.state_dict(keep_vars=True)
-    covered = {
-        (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        for k, t in state.items()
-        if k in loaded or k in plan.from_base
-    }
-    return [
-        k
-        for k, t in state.items()
-        if k not in loaded
-        and k not in plan.from_base
-        and (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) not in covered
-    ]
+    provided = {k for k in state if k in loaded or k in plan.from_base}
+    covered = {_storage(state[k]) for k in provided}
+    return [k for k, t in state.items() if k not in provided and _storage(t) not in covered]

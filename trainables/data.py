@@ -228,9 +228,11 @@ def read_split(uri: str) -> Split:
     return Split(table.column("text").to_pylist(), table.column("label").to_pylist())
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(uri: str | Path) -> str:
+    """sha256 of a file's bytes: a local path or a pyarrow-supported URI, read in 1 MiB blocks."""
+    fs, path = filesystem(str(uri))
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fs.open_input_stream(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

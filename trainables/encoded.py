@@ -4,7 +4,7 @@ Rendering a template around every text and tokenizing it is the same work for ev
 uses that template. :func:`encoded_splits` computes it once, stores it in the sweep's cache
 (``<cache_dir>/tokens/<key>.parquet``) and every later trial and rank reads it back. The driver
 encodes every template a sweep can use before the first trial starts
-(``orchestrator.runner``), so trials find their file; a trial that does not (an older sweep)
+(``orchestrator.sweep_cache``), so trials find their file; a trial that does not (an older sweep)
 encodes and stores it itself, the same way.
 
 The key is the sha256 of everything the ids depend on: the template's definition, the
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.context import ContextEncoder
-from trainables.data import filesystem, read_split
+from trainables.data import file_sha256, filesystem, read_split
 from trainables.stored import exists, put_once
 
 __all__ = ["EncodedSplits", "encode_splits_of", "encoded_splits", "encoding_key", "tokenizer_fingerprint"]
@@ -60,15 +60,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(f"{head}\n{body}".encode()).hexdigest()
 
 
-def _file_sha256(uri: str) -> str:
-    fs, path = filesystem(uri)
-    digest = hashlib.sha256()
-    with fs.open_input_stream(path) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def encoding_key(task: Any, template: Any, tokenizer: Any) -> str:
     """The cache key of ``template`` over ``task``'s splits (see the module docstring)."""
     parts = {
@@ -78,8 +69,8 @@ def encoding_key(task: Any, template: Any, tokenizer: Any) -> str:
         "max_length": task.max_length,
         "label_names": list(task.label_names),
         "data_seed": task.data_seed,
-        "train": _file_sha256(task.train_data),
-        "validation": _file_sha256(task.validation_data),
+        "train": file_sha256(task.train_data),
+        "validation": file_sha256(task.validation_data),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -182,14 +182,16 @@ def _prefix_feed(
     model: torch.nn.Module,
     plan: DeltaPlan,
     encoded: Any,
+    splits: dict[str, list],
+    *,
     device: Any,
     pad_id: int,
     rank: int,
 ) -> tuple[PrefixFeed | None, dict[str, int]]:
     """The frozen prefix's states from the sweep's cache (computed once per key), or None.
 
-    Rank 0 reads or computes the entry first; the other ranks then read it (both whole splits;
-    the loaders shard by index). Every rank reports what rank 0 found.
+    Rank 0 reads or computes the entry first; the other ranks then read it (both whole splits of
+    indexed examples; the loaders shard by index). Every rank reports what rank 0 found.
     """
     import torch.distributed as dist
 
@@ -206,7 +208,7 @@ def _prefix_feed(
         dist.barrier()  # rank 0 has stored the entry (or found it)
     use = prefix_features(
         model,
-        {"train": _indexed(encoded.train), "validation": _indexed(encoded.validation)},
+        splits,
         depth,
         cache_dir=task.cache_dir,
         max_bytes=task.prefix_cache_bytes,
@@ -305,11 +307,40 @@ def _train_loader(examples: list, cfg: TrainConfig, pad_id: int) -> tuple[Any, t
     return ray.train.torch.prepare_data_loader(loader), generator
 
 
+def _trial_constants(
+    cfg: TrainConfig, marks: dict[str, float], *, model: Any, truncated: int, start_epoch: int, cache: dict
+) -> dict[str, Any]:
+    """Metrics that stay the same every epoch of a run: where start-up went, what the trial is."""
+    trial_started = cfg.trial_started_at or marks["entry"]
+    return {  # the rest of start-up: prefix states, optimizer, first batch
+        M.STARTUP_LAUNCH_SECONDS: marks["entry"] - trial_started,  # Train controller, worker process, imports
+        M.STARTUP_DATA_SECONDS: marks["data"] - marks["entry"],  # tokenizer, encoded splits
+        M.STARTUP_MODEL_SECONDS: marks["model"] - marks["data"],  # build or restore, strategy, DDP wrap
+        M.TRAINABLE_PARAMS: count_trainable_parameters(model),
+        M.TRUNCATED_EXAMPLES: truncated,
+        M.RESUMED_FROM_EPOCH: start_epoch,
+        **cache,
+    }
+
+
+def _train_metrics(
+    epoch: int, totals: list[float], seconds: float, first_step: list[float]
+) -> dict[str, Any]:
+    """One epoch's training side: ``totals`` = (examples, summed loss) over all ranks."""
+    return {
+        M.EPOCH: epoch,
+        M.TRAIN_LOSS: totals[1] / max(totals[0], 1),
+        M.STARTUP_SECONDS: first_step[0] if first_step else 0.0,
+        M.EPOCH_SECONDS: seconds,
+        M.SAMPLES_PER_SECOND: totals[0] / max(seconds, 1e-9),
+    }
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    started = time.time()
+    marks = {"entry": time.time()}
     cfg = resolve_trial_config(config)
     task = cfg.task
     ctx = ray.train.get_context()
@@ -320,22 +351,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Data: the same prepared rows on every rank; the template renders context around each text.
     tokenizer = load_tokenizer(task.model)
+    pad_id = tokenizer.pad_token_id
     template = resolve_template(cfg.context_template, task.templates)
     encoded = encoded_splits(task, template, tokenizer)  # once per sweep and template
-    train_examples, val_examples = _indexed(encoded.train), _indexed(encoded.validation)
-    truncated = encoded.truncated
-    val_shard = val_examples[rank::world]
-    data_ready = time.time()
+    splits = {"train": _indexed(encoded.train), "validation": _indexed(encoded.validation)}
+    marks["data"] = time.time()
 
     start = _restore_or_build(cfg, tokenizer)
     model = start.model
-    trainable_params = count_trainable_parameters(model)
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
-    model_ready = time.time()
-    feed, cache_metrics = _prefix_feed(cfg, model, start.plan, encoded, device, tokenizer.pad_token_id, rank)
-    loader, generator = _train_loader(train_examples, cfg, tokenizer.pad_token_id)
+    marks["model"] = time.time()
+    feed, cache_metrics = _prefix_feed(
+        cfg, model, start.plan, encoded, splits, device=device, pad_id=pad_id, rank=rank
+    )
+    loader, generator = _train_loader(splits["train"], cfg, pad_id)
     optimizer, scheduler, params = make_optimizer(model, cfg, cfg.epochs * len(loader))
-    scaler = grad_scaler(precision, device)
     start_epoch = _resume_optimizer(start, optimizer, scheduler, generator, len(loader))
     if start.metrics is not None:
         # The report of this checkpoint may not have reached Tune before the failure (or Ctrl-C);
@@ -343,19 +373,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # left to train. The driver records each epoch once.
         ray.train.report({**start.metrics, M.RESUMED_FROM_EPOCH: start_epoch})
 
+    step_args = dict(precision=precision, device=device, feed=feed)
     eval_args = dict(
         batch_size=eval_batch_size(cfg.batch_size),
-        pad_id=tokenizer.pad_token_id,
+        pad_id=pad_id,
         num_labels=len(task.label_names),
-        device=device,
-        precision=precision,
+        **step_args,
     )
-    trial_started = cfg.trial_started_at or started
-    startup = {  # where the time to the first step goes (the rest: prefix states, optimizer, first batch)
-        M.STARTUP_LAUNCH_SECONDS: started - trial_started,  # Train controller, worker process, imports
-        M.STARTUP_DATA_SECONDS: data_ready - started,  # tokenizer, encoded splits
-        M.STARTUP_MODEL_SECONDS: model_ready - data_ready,  # build or restore, strategy, DDP wrap
-    }
+    constants = _trial_constants(
+        cfg, marks, model=model, truncated=encoded.truncated, start_epoch=start_epoch, cache=cache_metrics
+    )
+    trial_started = cfg.trial_started_at or marks["entry"]
+    scaler = grad_scaler(precision, device)
     first_step: list[float] = []
     for epoch in range(start_epoch + 1, cfg.epochs + 1):  # 1-based: the counter ASHA schedules on
         if world > 1:
@@ -368,28 +397,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             scheduler,
             scaler,
             params,
-            precision=precision,
-            device=device,
             on_first_step=lambda: first_step or first_step.append(time.time() - trial_started),
-            feed=feed,
+            **step_args,
         )
         epoch_seconds = time.time() - t0
         totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
-        metrics = evaluate(model, val_shard, **eval_args, feed=feed)
-        metrics.update(
-            {
-                M.EPOCH: epoch,
-                M.TRAIN_LOSS: totals[1] / max(totals[0], 1),
-                M.TRAINABLE_PARAMS: trainable_params,
-                M.STARTUP_SECONDS: first_step[0] if first_step else 0.0,
-                **startup,
-                **cache_metrics,
-                M.EPOCH_SECONDS: epoch_seconds,
-                M.SAMPLES_PER_SECOND: totals[0] / max(epoch_seconds, 1e-9),
-                M.TRUNCATED_EXAMPLES: truncated,
-                M.RESUMED_FROM_EPOCH: start_epoch,
-            }
-        )
+        metrics = evaluate(model, splits["validation"][rank::world], **eval_args)
+        metrics.update(_train_metrics(epoch, totals, epoch_seconds, first_step), **constants)
         state = {"optimizer": optimizer, "scheduler": scheduler, "generator": generator}
         _report_epoch(
             cfg,

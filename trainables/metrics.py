@@ -47,11 +47,13 @@ def collate(pad_id: int):
     return collate_batch
 
 
-def to_device(batch: dict[str, torch.Tensor], device, feed=None) -> dict[str, torch.Tensor]:
-    """The model's inputs on ``device``; a prefix feed (if any) is loaded with the batch's stored states."""
+def to_device(
+    batch: dict[str, torch.Tensor], device, feed=None, split: str = "train"
+) -> dict[str, torch.Tensor]:
+    """The model's inputs on ``device``; a prefix feed (if any) gets the batch's stored ``split`` states."""
     index = batch.pop("index", None)
     if feed is not None:
-        feed.load(index, batch["input_ids"].shape[1])
+        feed.load(split, index, batch["input_ids"].shape[1])
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -90,13 +92,11 @@ def evaluate(
     Pass the unwrapped model: uneven shards then need no DDP collective in forward. With a
     ``feed`` (``trainables.prefix_cache.PrefixFeed``) the frozen prefix is read, not computed.
     """
-    if feed is not None:
-        feed.split = "validation"
     model.eval()
     confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in DataLoader(examples, batch_size=batch_size, collate_fn=collate(pad_id)):
-        batch = to_device(batch, device, feed)
+        batch = to_device(batch, device, feed, "validation")
         with autocast(precision, device):
             out = model(**batch)
         loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
@@ -107,6 +107,4 @@ def evaluate(
     all_reduce(confusion)
     all_reduce(loss_sum)
     model.train()
-    if feed is not None:
-        feed.split = "train"
     return classification_metrics(confusion.cpu(), loss_sum.item())

@@ -76,12 +76,11 @@ def _passthrough(*args: Any, **kwargs: Any) -> Any:
 class PrefixFeed:
     """Skip the bottom ``depth`` blocks of ``model``; block ``depth - 1`` returns :attr:`current`.
 
-    Call :meth:`load` with a batch's example indices before each forward pass.
+    Call :meth:`load` with the batch's split and example indices before each forward pass.
     """
 
     def __init__(self, model: torch.nn.Module, depth: int, features: dict[str, Features]):
         self.depth, self.features = depth, features
-        self.split = "train"
         self.current: torch.Tensor | None = None
         self._blocks = _blocks(model)[:depth]
         for i, block in enumerate(self._blocks):
@@ -92,8 +91,8 @@ class PrefixFeed:
         assert self.current is not None, "PrefixFeed.load() was not called before the forward pass"
         return self.current.to(device=hidden.device, dtype=hidden.dtype)
 
-    def load(self, index: torch.Tensor, width: int) -> None:
-        self.current = self.features[self.split].batch(index, width)
+    def load(self, split: str, index: torch.Tensor, width: int) -> None:
+        self.current = self.features[split].batch(index, width)
 
     def remove(self) -> None:
         for block in self._blocks:
@@ -129,7 +128,7 @@ def compute_features(
         captured.append(out)
         raise _Stop
 
-    feed = PrefixFeed(model, start[0], {"train": start[1]}) if start else None
+    feed = PrefixFeed(model, start[0], {"examples": start[1]}) if start else None
     handle = blocks[depth - 1].register_forward_hook(hook)
     was_training = model.training
     model.eval()
@@ -143,7 +142,7 @@ def compute_features(
         for batch in loader:
             index = batch.pop("index")
             if feed is not None:
-                feed.load(index, batch["input_ids"].shape[1])
+                feed.load("examples", index, batch["input_ids"].shape[1])
             with contextlib.suppress(_Stop):  # the hook stops the forward pass after the prefix
                 model(
                     input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)

@@ -1,17 +1,16 @@
-"""Files a sweep writes once and every trial reads: content-addressed, written atomically.
+"""Files a sweep writes once and every trial reads, named by a hash and written atomically.
 
-Used for what trials share instead of paying for it again (the frozen base weights that delta
-checkpoints refer to). A file is named by the sha256 of its bytes, so two writers of the same
-content write the same name and a reader can check what it got. Writing goes to a temporary
-name beside the target, then one rename: a reader never sees half a file, and when two trials
-race, the second rename replaces identical bytes. Works on local paths and pyarrow URIs
-(``s3://``, ``gs://``: an object appears whole when its upload completes).
+What trials share instead of paying for it again: the frozen base weights (named by the sha256
+of their bytes, so a reader can check what it got: :func:`fetch`), encoded splits and prefix
+states (named by the sha256 of their inputs). Writing goes to a temporary name beside the target,
+then one rename: a reader never sees half a file, and when two writers race, the second rename
+replaces the same content. Works on local paths and pyarrow URIs (``s3://``, ``gs://``: an object
+appears whole when its upload completes).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,21 +18,13 @@ import uuid
 from pathlib import Path
 
 from search_spaces.errors import UserError
-from trainables.data import filesystem
+from trainables.data import file_sha256, filesystem
 
-__all__ = ["StoredFileError", "exists", "fetch", "put_once", "sha256_file", "tree_bytes", "write_lock"]
+__all__ = ["StoredFileError", "exists", "fetch", "put_once", "tree_bytes", "write_lock"]
 
 
 class StoredFileError(UserError):
     """A stored file is missing or does not hold the content its name promises."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def exists(uri: str) -> bool:
@@ -75,7 +66,7 @@ def fetch(uri: str, sha256: str) -> Path:
             with os.fdopen(fd, "wb") as dst, fs.open_input_stream(path) as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
             os.replace(tmp, local)
-    if sha256_file(local) != sha256:
+    if file_sha256(local) != sha256:
         raise StoredFileError(f"{uri}: content does not match its sha256 {sha256[:12]}; it was changed")
     return local
 
