@@ -9,7 +9,9 @@ On ``subj`` (600 train / 200 validation rows, MiniLM-L6, batch 32, max_length 64
    from {0, 2, 4, 6} (seed 28 draws each value once: 0 and 6, then 2 and 4);
 2. the configs that sweep ran, back to back in a plain PyTorch loop with the project's own
    worker functions (no Ray, no MLflow; a full safetensors checkpoint per epoch), with
-   2 threads and with 1 thread (what each trial's worker gets).
+   2 threads and with 1 thread (what each trial's worker gets);
+3. the same configs in two 1-thread processes at once, each taking the next config when done:
+   the sweep's layout without the platform (same threads, same sharing of cores and memory).
 
 Reports: sweep wall / plain wall (ratio), start-up p50 and its breakdown, in-trial samples/s
 against the plain loop at the same thread count (ratio), freeze-k epoch-2 time against
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -194,22 +197,31 @@ def run_plain(work: Path, train: Path, val: Path, freezes: list[int]) -> dict:
         label_names=data.label_names,
         max_length=MAX_LENGTH,
     )
-    out = {}
+    out: dict = {}
     for threads in (2, 1):
         t0 = time.perf_counter()
         runs = [plain_config(task, k, threads, work / "plain") for k in freezes]
         out[threads] = {"wall": time.perf_counter() - t0, "runs": runs}
+    # The sweep's own layout without the platform: two 1-thread processes at once, each taking
+    # the next config when it is done (same order). Same thread count *and* the same sharing of
+    # the two cores and memory bandwidth as two concurrent trials.
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        runs = pool.starmap(plain_config, [(task, k, 1, work / "plain2x1") for k in freezes], chunksize=1)
+    out["2x1"] = {"wall": time.perf_counter() - t0, "runs": runs}
     return out
 
 
 def _table(sweep: dict, plain: dict) -> str:
     by_k = {t["freeze_layers"]: t for t in sweep["trials"]}
     plain1 = {r["freeze_layers"]: r for r in plain[1]["runs"]}
+    plain2x1 = {r["freeze_layers"]: r for r in plain["2x1"]["runs"]}
     full = by_k.get(0)
     lines = [
         f"sweep wall {sweep['wall']:.0f} s; plain loop back to back: {plain[2]['wall']:.0f} s (2 threads), "
         f"{plain[1]['wall']:.0f} s (1 thread); ratio sweep / plain(2 threads) = "
-        f"{sweep['wall'] / plain[2]['wall']:.2f}x",
+        f"{sweep['wall'] / plain[2]['wall']:.2f}x; two 1-thread loops at once (the sweep's layout): "
+        f"{plain['2x1']['wall']:.0f} s, ratio {sweep['wall'] / plain['2x1']['wall']:.2f}x",
         f"start-up p50 {statistics.median(t['startup'] for t in sweep['trials']):.1f} s (plain loop: "
         f"{statistics.median(r['startup'] for r in plain[1]['runs']):.1f} s); of which launch "
         f"{statistics.median(t['launch'] for t in sweep['trials']):.1f} s, data "
@@ -218,18 +230,20 @@ def _table(sweep: dict, plain: dict) -> str:
         f"disk {sweep['disk_bytes'] / 1e6:.1f} MB",
         "",
         "| freeze_layers | read from cache (depth) | sweep epoch-1 s | sweep epoch-2 s | (L-k)/L x full epoch-2 s "
-        "| sweep samples/s (epoch 2) | plain 1-thread samples/s (epoch 2) | ratio | sweep eval_accuracy "
-        "| plain eval_accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sweep samples/s (epoch 2) | plain 1-thread samples/s (epoch 2) | ratio "
+        "| plain 2x1-thread samples/s (epoch 2) | ratio | sweep eval_accuracy | plain eval_accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in sorted(by_k):
         t, p = by_k[k], plain1.get(k)
         scaled = f"{(LAYERS - k) / LAYERS * full['epoch_seconds'][-1]:.1f}" if full else ""
-        ratio = f"{t['samples_per_second'][-1] / p['samples_per_second'][-1]:.2f}" if p else ""
+        q = plain2x1[k]
+        rate = t["samples_per_second"][-1]
         lines.append(
-            f"| {k} | {int(t['cached_depth'][0])} | {t['epoch_seconds'][0]:.1f} | {t['epoch_seconds'][-1]:.1f} | {scaled} | {t['samples_per_second'][-1]:.1f} | "
-            f"{p['samples_per_second'][-1]:.1f} | {ratio} | {t['eval_accuracy'][-1]:.3f} | "
-            f"{p['eval_accuracy'][-1]:.3f} |"
+            f"| {k} | {int(t['cached_depth'][0])} | {t['epoch_seconds'][0]:.1f} | {t['epoch_seconds'][-1]:.1f} "
+            f"| {scaled} | {rate:.1f} | {p['samples_per_second'][-1]:.1f} "
+            f"| {rate / p['samples_per_second'][-1]:.2f} | {q['samples_per_second'][-1]:.1f} "
+            f"| {rate / q['samples_per_second'][-1]:.2f} | {t['eval_accuracy'][-1]:.3f} | {p['eval_accuracy'][-1]:.3f} |"
         )
     return "\n".join(lines)
 

@@ -81,9 +81,9 @@ def validate(
     fixed = ", ".join(f"{k}={r.fixed[k]}" for k in ("strategy", "pooling", "freeze_layers") if k in r.fixed)
     if fixed:
         out.print(f"   fixed: {fixed} (pooling auto = {r.pooling_auto} for this model)", markup=False)
-    out.print(
-        f"   {s.search.num_trials} trials, metric {s.search.metric} ({s.search.mode}), scheduler {s.search.scheduler.type}"
-    )
+    out.print(f"   {r.plan.summary()}", markup=False)
+    scheduler = r.plan.scheduler_line(s.search.scheduler.type)
+    out.print(f"   metric {s.search.metric} ({s.search.mode}), {scheduler}", markup=False)
 
 
 @app.command()
@@ -109,8 +109,20 @@ def run(
     if not board or r.spec.search.metric not in board[0].metrics:
         err.print(styled(("no trial reported a result", "red"), "; re-run with --verbose to see worker logs"))
         raise typer.Exit(1)
-    _print_board(board, r.spec.search.metric, list(r.space))
+    from orchestrator.selection import config_stats
+
+    stats = config_stats(board, r.spec.search.metric)
+    _print_board(board, r.spec.search.metric, list(r.space), stats=stats)
     best = board[0]
+    if len(stats[best.config_id].trials) > 1:
+        out.print(
+            styled(
+                "\n",
+                ("best config", "bold"),
+                f" {best.config_id[:8]} by its mean over seeds: "
+                f"{r.spec.search.metric}={_config_cell(stats[best.config_id])}",
+            )
+        )
     out.print(
         styled(
             "\n",
@@ -125,25 +137,38 @@ def run(
     out.print(f"next: orchestrator best{wd} --sweep {r.spec.name} --json   |   orchestrator ui{wd}")
 
 
-def _print_board(board: list[Any], metric: str, searched: list[str], top: int | None = None) -> None:
-    table = Table(title="leaderboard (best epoch of each trial)")
-    for col in ["#", "trial", "epoch", metric, "eval_loss", *searched, "outcome"]:
+def _print_board(
+    board: list[Any], metric: str, searched: list[str], top: int | None = None, stats: dict | None = None
+) -> None:
+    """The leaderboard; with repeats (``stats`` of configs with several seeds) the seed and config mean too."""
+    repeats = bool(stats) and any(len(st.trials) > 1 for st in stats.values())
+    table = Table(title="leaderboard (best epoch of each trial)" + (", by config mean" if repeats else ""))
+    extra = ["config", "seed", "config mean ± std (n)"] if repeats else []
+    for col in ["#", "trial", "epoch", metric, "eval_loss", *extra, *searched, "outcome"]:
         table.add_column(col)
     for i, c in enumerate(board[:top] if top else board, 1):
         params = [c.params.get(k, "") for k in searched]
         params = [
             f"{float(p):.3g}" if k == "learning_rate" else p for k, p in zip(searched, params, strict=True)
         ]
+        cells = (
+            [c.config_id[:8], c.params.get("seed", ""), _config_cell(stats[c.config_id])] if repeats else []
+        )
         table.add_row(
             str(i),
             c.trial_id,
             str(c.epoch or "-"),
             f"{c.metrics[metric]:.4f}" if metric in c.metrics else "-",
             f"{c.metrics[M.EVAL_LOSS]:.4f}" if M.EVAL_LOSS in c.metrics else "-",
+            *cells,
             *params,
             c.outcome or c.status.lower(),
         )
     out.print(table)
+
+
+def _config_cell(st: Any) -> str:
+    return "-" if st.mean is None else f"{st.mean:.4f} ± {st.std:.4f} ({st.n})"
 
 
 def _tracking_uri(workdir: Path | None, tracking_uri: str | None) -> str:
@@ -294,11 +319,16 @@ def best(
     ] = False,
 ) -> None:
     """Show the best checkpoint of a sweep (over every recorded epoch of every trial)."""
-    from mlflow.tracking import MlflowClient
+    from orchestrator.selection import (
+        SelectionError,
+        best_per_trial,
+        candidates,
+        config_stats,
+        find_sweep_run,
+    )
+    from orchestrator.store import tracking_client
 
-    from orchestrator.selection import SelectionError, best_per_trial, candidates, find_sweep_run
-
-    client = MlflowClient(_tracking_uri(workdir, tracking_uri))
+    client = tracking_client(_tracking_uri(workdir, tracking_uri))
     try:
         with contextlib.redirect_stdout(sys.stderr):
             sweep_run = find_sweep_run(client, sweep)
@@ -310,6 +340,9 @@ def best(
         raise _bad(f"--sweep {sweep}: no trial holds a checkpoint yet; run or resume the sweep")
     choice = selectable[0]
     metric = sweep_run.data.params.get("metric", M.EVAL_ACCURACY)
+    stats = config_stats(ranked, metric)
+    chosen = stats[choice.config_id]
+    by_mean = len(chosen.trials) > 1
     if as_json:
         print(
             json.dumps(
@@ -325,12 +358,39 @@ def best(
                     "checkpoint": choice.checkpoint,
                     "mlflow_run_id": choice.run_id,
                     "sweep_run_id": sweep_run.info.run_id,
+                    "config_id": choice.config_id,
+                    "seed": choice.params.get("seed"),
+                    "config": {
+                        "mean": chosen.mean,
+                        "std": chosen.std,
+                        "n": chosen.n,
+                        "trials": chosen.trials,
+                    },
+                    "selected_by": "config mean over seeds" if by_mean else "best epoch",
+                    "configs": [
+                        {
+                            "config_id": st.config_id,
+                            "mean": st.mean,
+                            "std": st.std,
+                            "n": st.n,
+                            "trials": st.trials,
+                        }
+                        for st in stats.values()
+                    ],
                 }
             )
         )
         return
     searched = [k.removeprefix("space.") for k in sweep_run.data.params if k.startswith("space.")]
-    _print_board(best_per_trial(ranked), metric, sorted(searched), top=top)
+    _print_board(best_per_trial(ranked), metric, sorted(searched), top=top, stats=stats)
+    if by_mean:
+        out.print(
+            styled(
+                ("best config", "bold"),
+                f" {choice.config_id[:8]} by its mean over {chosen.n} seeds: "
+                f"{metric}={_config_cell(chosen)}; its best checkpoint:",
+            )
+        )
     out.print(
         styled(
             ("best", "bold"),
@@ -452,7 +512,10 @@ def predict(
     else:
         import mlflow
 
+        from orchestrator.store import prepare_store
+
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _tracking_uri(workdir, None)
+        prepare_store(uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         try:
@@ -494,7 +557,10 @@ def ui(
     ] = "127.0.0.1",
 ) -> None:
     """Open the MLflow UI over the work directory's tracking store (http://127.0.0.1:5000)."""
+    from orchestrator.store import prepare_store
+
     uri = _tracking_uri(workdir, None)
+    prepare_store(uri)  # the server would otherwise migrate a store a sweep is creating
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     artifacts = (workdir.resolve() / "mlartifacts").as_uri()
     out.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C to stop")

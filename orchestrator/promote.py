@@ -23,6 +23,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from orchestrator.selection import Candidate, SelectionError, candidates, find_sweep_run
+from orchestrator.store import tracking_client
 from orchestrator.tracking import TAGS, library_versions
 from search_spaces.errors import UserError, cap
 from trainables.checkpoints import write_standalone
@@ -364,7 +365,7 @@ def promote(
     name = name or f"{sweep}-classifier"
     check_registry_names(name, alias)
     check_export_target(export)
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = tracking_client(tracking_uri, registry_uri=tracking_uri)
     try:
         sweep_run = find_sweep_run(client, sweep)
         ranked = candidates(client, sweep_run)

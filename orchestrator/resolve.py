@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.locations import check_tracking_uri, credential_problem
-from orchestrator.space import check_space
+from orchestrator.plan import TrialPlan, plan_trials
+from orchestrator.space import check_space, sample_order
 from orchestrator.spec import SpecError, SweepSpec
 from search_spaces.domains import Choice
 from search_spaces.presets import PRESETS
@@ -44,6 +45,7 @@ class ResolvedSweep:
     fallback: dict[str, Any]  # train values of conditional knobs and strategy sub-knobs
     num_layers: int
     pooling_auto: str  # what pooling: auto means for this model
+    plan: TrialPlan  # configs x seeds = the trials it trains
 
     @property
     def experiment_path(self) -> str:
@@ -55,6 +57,33 @@ def _data_path(value: str | None, base: Path) -> str | None:
         return value
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _plan(spec: SweepSpec, resolved: Any, errors: list[str]) -> TrialPlan:
+    """What the sweep trains; ``repeats`` must divide ``num_trials`` and own the seeds."""
+    search = spec.search
+    k, n = search.repeats, search.num_trials
+    if k > 1 and resolved.space:
+        if "seed" in resolved.space:
+            errors.append("search.space.seed: seeds come from search.repeats; remove seed from the space")
+        if n % k:
+            lower = f"{k * (n // k)} or " if n > k else ""
+            errors.append(
+                f"search.num_trials: {n} is not a multiple of search.repeats ({k}); use {lower}{k * (n // k + 1)}"
+            )
+    try:
+        order = sample_order(resolved.space)
+    except ValueError:  # a dependency cycle, already reported by check_space
+        order = list(resolved.space)
+    return plan_trials(
+        resolved.space,
+        resolved.fixed,
+        order,
+        num_trials=n,
+        repeats=max(1, min(k, n)),
+        train_seed=spec.train.seed,
+        search_seed=search.seed,
+    )
 
 
 def _template_names(spec: SweepSpec) -> list[tuple[str, str]]:
@@ -148,6 +177,7 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
     if "fp16" in precisions and spec.resources.gpus_per_worker == 0:
         errors.append("precision: fp16 needs GPU workers; set resources.gpus_per_worker or use bf16/fp32")
 
+    plan = _plan(spec, resolved, errors)
     storage, tracking = _locations(spec, workdir, files, errors)
     if errors:
         raise SpecError(errors)
@@ -165,4 +195,5 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
         fallback=resolved.fallback,
         num_layers=layers,
         pooling_auto=pooling_auto,
+        plan=plan,
     )

@@ -32,7 +32,7 @@ from orchestrator.locations import check_writable
 from orchestrator.progress import ProgressCallback
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
-from orchestrator.selection import Candidate, best_per_trial, candidates
+from orchestrator.selection import Candidate, best_per_trial, candidates, config_stats
 from orchestrator.spec import SpecError
 from orchestrator.sweep_cache import drop_prefix_features, prepare_sweep_cache
 from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
@@ -128,6 +128,8 @@ def _init_ray(verbose: bool) -> bool:
         # placement groups (the next trial then waits forever). Naming the API server fixes it.
         port = _free_port()
         env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        # One machine is never preempted: no watcher process per trial (Train V2 starts one).
+        env["env_vars"]["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
         ray.init(
             address="local",  # the embedded default: never attach to some other `ray start` cluster
             include_dashboard=True,  # the placement-group cleaner relies on the state API
@@ -149,6 +151,11 @@ def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
         "metric": s.search.metric,
         "mode": s.search.mode,
         "num_trials": s.search.num_trials,
+        "repeats": len(r.plan.seeds),
+        "planned_trials": r.plan.trials,
+        "planned_configs": r.plan.configs,
+        "space_size": "" if r.plan.space_size is None else r.plan.space_size,
+        "seeds": ",".join(str(x) for x in r.plan.seeds),
         "max_concurrent_trials": concurrency,
         "seed": s.search.seed,
         "scheduler": json.dumps(s.search.scheduler.model_dump()),
@@ -251,7 +258,7 @@ def _scheduler(r: ResolvedSweep) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     sched = r.spec.search.scheduler
-    if sched.type != "asha":
+    if sched.type != "asha" or r.plan.fifo:  # seeds of one config are measured, not raced
         return FIFOScheduler()
     max_epochs = max([r.spec.train.epochs] + [int(v) for d in r.space.get("epochs", []) for v in d.corners()])
     return ASHAScheduler(
@@ -264,7 +271,8 @@ def _scheduler(r: ResolvedSweep) -> Any:
 
 def _new_tuner(r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: int) -> Any:
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
+
+    from orchestrator.searcher import planned_search
 
     search = r.spec.search
     return tune.Tuner(
@@ -273,13 +281,15 @@ def _new_tuner(r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: i
         tune_config=tune.TuneConfig(
             metric=search.metric,
             mode=search.mode,
-            num_samples=search.num_trials,
+            num_samples=r.plan.trials,
             max_concurrent_trials=concurrency,
-            # TPE, seeded, over a define-by-run space (conditional knobs)
-            search_alg=OptunaSearch(
-                space=DefineByRun(r.space, r.fixed, r.fallback),
+            # Optuna over a define-by-run space (conditional knobs): TPE, seeded, or an
+            # enumeration of a small finite space; every config once, with each seed of the plan
+            search_alg=planned_search(
+                r.plan,
+                DefineByRun(r.space, r.fixed, r.fallback),
                 metric=search.metric,
-                mode=search.mode,
+                mode=str(search.mode),
                 seed=search.seed,
             ),
             scheduler=_scheduler(r),
@@ -300,16 +310,16 @@ def _concurrency(r: ResolvedSweep) -> int:
 
     search = r.spec.search
     if search.max_concurrent_trials == "auto":
-        return auto_concurrency(ray.cluster_resources(), r.spec.resources, search.num_trials)
-    return min(int(search.max_concurrent_trials), search.num_trials)
+        return auto_concurrency(ray.cluster_resources(), r.spec.resources, r.plan.trials)
+    return min(int(search.max_concurrent_trials), r.plan.trials)
 
 
 def _check_local_fit(r: ResolvedSweep) -> None:
     """Before any Ray process starts: one trial fits this machine, and so do the fixed concurrent ones."""
     search = r.spec.search
-    fit = auto_concurrency(local_resources(), r.spec.resources, search.num_trials)
+    fit = auto_concurrency(local_resources(), r.spec.resources, r.plan.trials)
     wanted = search.max_concurrent_trials
-    if wanted != "auto" and min(int(wanted), search.num_trials) > fit:
+    if wanted != "auto" and min(int(wanted), r.plan.trials) > fit:
         raise SpecError(
             f"search.max_concurrent_trials: {wanted} trials at once do not fit this machine (at most {fit} with "
             f"these resources); use auto or at most {fit}"
@@ -348,8 +358,14 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         console.print(
             styled(
                 ("sweep", "bold"),
-                f" {spec.name}: {search.num_trials} trials, {concurrency} at a time, "
+                f" {spec.name}: {r.plan.trials} trials, {concurrency} at a time, "
                 f"model {spec.model}, metric {search.metric} ({search.mode})",
+            )
+        )
+        console.print(
+            styled(
+                ("plan", "bold"),
+                f" {r.plan.summary()}; {r.plan.scheduler_line(r.spec.search.scheduler.type)}",
             )
         )
         console.print(
@@ -370,9 +386,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
                 sweep=spec.name,
                 train_root=setup.train_root,
             ),
-            ProgressCallback(
-                console, metric=search.metric, searched=list(r.space), num_trials=search.num_trials
-            ),
+            ProgressCallback(console, metric=search.metric, searched=list(r.space), num_trials=r.plan.trials),
             ResumeStateRetention(setup.train_root),
         ]
         if resuming and tune.Tuner.can_restore(exp_path):
@@ -382,7 +396,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             )
         else:
             tuner = _new_tuner(r, trainable, callbacks, concurrency)
-        return _fit(tuner, recorder, parent_id, search.metric, search.num_trials, exp_path, console)
+        return _fit(tuner, recorder, parent_id, search.metric, r.plan.trials, exp_path, console)
     finally:
         if started_ray:
             ray.shutdown()
@@ -428,10 +442,20 @@ def _fit(
 
 
 def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:
-    lines = ["rank,trial_id,epoch,outcome," + metric + ",checkpoint"]
+    """``leaderboard.csv`` on the parent run (with each trial's config, seed and config mean over
+    seeds) and the best trial's value, plus the best config's mean, std and n when seeds repeat."""
+    stats = config_stats(board, metric)
+    lines = [
+        f"rank,trial_id,epoch,outcome,{metric},checkpoint,config_id,seed,config_mean,config_std,config_n"
+    ]
     for i, c in enumerate(board, 1):
         value = f"{c.metrics[metric]:.6f}" if metric in c.metrics else ""
-        lines.append(f"{i},{c.trial_id},{c.epoch},{c.outcome},{value},{c.checkpoint or ''}")
+        st = stats[c.config_id]
+        mean = "" if st.mean is None else f"{st.mean:.6f}"
+        lines.append(
+            f"{i},{c.trial_id},{c.epoch},{c.outcome},{value},{c.checkpoint or ''},"
+            f"{c.config_id},{c.params.get('seed', '')},{mean},{st.std:.6f},{st.n}"
+        )
     recorder.client.log_text(parent_id, "\n".join(lines) + "\n", "leaderboard.csv")
     best = board[0]
     if metric not in best.metrics:
@@ -439,5 +463,9 @@ def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Can
     recorder.client.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
     recorder.client.set_tag(parent_id, "best_trial_id", best.trial_id)
     recorder.client.set_tag(parent_id, "best_epoch", str(best.epoch))
-    if best.checkpoint:
-        recorder.client.set_tag(parent_id, "best_checkpoint", best.checkpoint)
+    chosen = stats[best.config_id]
+    if len(chosen.trials) > 1 and chosen.mean is not None:
+        recorder.client.log_metric(parent_id, f"best_config_mean_{metric}", chosen.mean)
+        recorder.client.log_metric(parent_id, f"best_config_std_{metric}", chosen.std)
+        recorder.client.log_metric(parent_id, "best_config_n", float(chosen.n))
+        recorder.client.set_tag(parent_id, "best_config_id", best.config_id)

@@ -8,10 +8,16 @@ Ranking, best first:
   4. earlier epoch, then trial id (deterministic).
 A candidate is selectable only if its checkpoint directory still exists. Trials that never
 reported an epoch (failed early) are listed last with ``epoch == 0`` and no checkpoint.
+
+With repeats (several trials, one per seed, share a ``config_id``), configs are ranked first:
+by the mean over their seeds of each seed's best-epoch value, then the candidates of each
+config in the order above. So the best checkpoint is the best one of the best config on
+average, not the luckiest seed (:func:`config_stats`).
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,16 @@ from orchestrator.tracking import TAGS
 from search_spaces import objectives as M
 from search_spaces.errors import UserError
 
-__all__ = ["Candidate", "SelectionError", "candidates", "find_sweep_run", "secondary_metric"]
+__all__ = [
+    "Candidate",
+    "ConfigStats",
+    "SelectionError",
+    "best_per_trial",
+    "candidates",
+    "config_stats",
+    "find_sweep_run",
+    "secondary_metric",
+]
 
 
 class SelectionError(UserError):
@@ -40,6 +55,18 @@ class Candidate:
     params: dict[str, str]
     checkpoint: str | None  # directory path or URI; None if it no longer exists
     extra: dict[str, Any] = field(default_factory=dict)
+    config_id: str = ""  # the same for every seed of one config (the trial id where not recorded)
+
+
+@dataclass(frozen=True)
+class ConfigStats:
+    """One config's seeds: mean and sample standard deviation of their best-epoch values."""
+
+    config_id: str
+    mean: float | None  # None: no seed reported an epoch
+    std: float  # 0.0 for a single seed
+    n: int  # seeds with a value
+    trials: tuple[str, ...]
 
 
 def secondary_metric(metric: str) -> str:
@@ -106,6 +133,7 @@ def candidates(client: MlflowClient, sweep_run) -> list[Candidate]:
                     metrics=metrics,
                     params=dict(run.data.params),
                     checkpoint=_checkpoint_dir(run.data.tags.get(TAGS.TRAIN_RUN), epoch) if metrics else None,
+                    config_id=run.data.tags.get(TAGS.CONFIG_ID) or run.info.run_id,
                 )
             )
     sign = -1.0 if mode == "max" else 1.0
@@ -120,7 +148,37 @@ def candidates(client: MlflowClient, sweep_run) -> list[Candidate]:
             c.trial_id,
         )
     )
+    return _by_config(out, metric, mode)
+
+
+def config_stats(ranked: list[Candidate], metric: str) -> dict[str, ConfigStats]:
+    """Per config (in ranking order): its seeds' best-epoch values of ``metric``, summarised."""
+    groups: dict[str, list[Candidate]] = {}
+    for c in best_per_trial(ranked):
+        groups.setdefault(c.config_id, []).append(c)
+    out = {}
+    for key, trials in groups.items():
+        values = [c.metrics[metric] for c in trials if metric in c.metrics]
+        out[key] = ConfigStats(
+            config_id=key,
+            mean=statistics.fmean(values) if values else None,
+            std=statistics.stdev(values) if len(values) > 1 else 0.0,
+            n=len(values),
+            trials=tuple(c.trial_id for c in trials),
+        )
     return out
+
+
+def _by_config(ranked: list[Candidate], metric: str, mode: str) -> list[Candidate]:
+    """Configs by their seeds' mean (best first), each config's candidates in ranking order."""
+    stats = config_stats(ranked, metric)
+    if all(len(s.trials) == 1 for s in stats.values()):
+        return ranked  # no repeats: the plain ranking
+    sign = -1.0 if mode == "max" else 1.0
+    order = {
+        key: (s.mean is None, sign * (s.mean or 0.0), -s.n, i) for i, (key, s) in enumerate(stats.items())
+    }
+    return sorted(ranked, key=lambda c: order[c.config_id])  # stable: keeps the order within a config
 
 
 def best_per_trial(ranked: list[Candidate]) -> list[Candidate]:

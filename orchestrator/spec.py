@@ -78,7 +78,13 @@ class SchedulerSpec(_Strict):
 class SearchSpec(_Strict):
     metric: str = M.EVAL_ACCURACY
     mode: Literal["max", "min"] | None = Field(None, description="defaults to the metric's natural mode")
-    num_trials: int = Field(8, ge=1)
+    num_trials: int = Field(8, ge=1, description="trials (training runs), every seed of every config counted")
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="seeds per sampled config: each config trains once per seed (paired seeds)",
+    )
     max_concurrent_trials: int | Literal["auto"] = "auto"
     seed: int = Field(0, ge=0, lt=2**32, description="TPE, data split and demonstrations seed")
     scheduler: SchedulerSpec = SchedulerSpec()

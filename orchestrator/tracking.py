@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from orchestrator.store import prepare_store
 from search_spaces import objectives as M
 
 __all__ = [
@@ -50,6 +51,7 @@ class TAGS:
     CHECKPOINT = "orchestrator.checkpoint"  # latest checkpoint of the trial
     OUTCOME = "orchestrator.outcome"  # completed | early_stopped | failed | interrupted
     ERROR = "orchestrator.error"
+    CONFIG_ID = "config_id"  # the trial's config without its seed: the same for every repeat (UI group-by)
     PARENT = "mlflow.parentRunId"
     RUN_NAME = "mlflow.runName"
 
@@ -62,35 +64,6 @@ def artifact_root_for(tracking_uri: str, workdir: Path) -> str | None:
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         return (workdir / "mlartifacts").as_uri()
     return None
-
-
-def prepare_store(tracking_uri: str) -> None:
-    """Create (or migrate) a SQLite store once, under a file lock, and switch it to WAL.
-
-    MLflow creates its schema on first use; several processes doing that on one fresh file
-    race (``duplicate column name``) and most of them fail. Whoever holds the lock creates it;
-    the others find it ready. WAL lets readers and one writer work at once (not on a network
-    filesystem, where SQLite's WAL is unsafe), and SQLite's busy timeout (5 s in Python's driver)
-    covers the writers' turns. Other stores: nothing to do.
-    """
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    import fcntl
-    import sqlite3
-
-    from orchestrator.cluster import SHARED_FILESYSTEMS, filesystem_type
-
-    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()  # sqlite:////abs or sqlite:///relative
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates / migrates the schema
-            if filesystem_type(str(db.parent)) not in SHARED_FILESYSTEMS:  # WAL needs local shared memory
-                with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
-                    conn.execute("PRAGMA journal_mode=WAL")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -197,6 +170,7 @@ class TrialRecorderCallback(tune.Callback):
         return self._client
 
     def _child(self, trial) -> str:
+        from orchestrator.plan import config_id
         from orchestrator.trial import train_run_name
 
         trial_id = trial.trial_id
@@ -222,6 +196,7 @@ class TrialRecorderCallback(tune.Callback):
                     TAGS.SWEEP: self.sweep,
                     TAGS.TRIAL_ID: trial_id,
                     TAGS.TRAIN_RUN: f"{self.train_root}/{train_run_name(trial_id)}",
+                    TAGS.CONFIG_ID: config_id(trial.config),
                 },
             ).info.run_id
             self.client.log_batch(run_id, params=_params(trial.config))

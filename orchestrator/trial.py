@@ -16,6 +16,7 @@ __all__ = [
     "TrialSetup",
     "checkpoint_config",
     "driver_resources",
+    "lean_trainer_class",
     "run_trial",
     "train_run_name",
 ]
@@ -65,10 +66,33 @@ def checkpoint_config(keep: int | str, metric: str, mode: str) -> Any:
     )
 
 
+def lean_trainer_class() -> type:
+    """``TorchTrainer`` without the Ray Data actor when a run is given no Ray Dataset (ours never is).
+
+    Train V2 starts a ``DatasetManager`` actor for every run, datasets or not: one more process
+    per trial that imports Ray Data (pandas, pyarrow), about 2 CPU-seconds of start-up on a
+    small machine. Its callback only serves ``datasets=``; everything else Ray Train does is
+    kept. ``_create_default_callbacks`` is Ray's own seam for this (a contract test pins it);
+    where a Ray version lacks it, the plain trainer is used.
+    """
+    from ray.train.torch import TorchTrainer
+
+    if not callable(getattr(TorchTrainer, "_create_default_callbacks", None)):
+        return TorchTrainer
+
+    class LeanTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list:
+            callbacks = super()._create_default_callbacks()
+            if getattr(self, "datasets", None):
+                return callbacks
+            return [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
+
+    return LeanTorchTrainer
+
+
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import ray.train
     import ray.tune
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from trainables.loop import train_loop_per_worker
@@ -77,7 +101,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     resources = {"CPU": setup.cpus_per_worker, **setup.worker_resources}
     if setup.gpus_per_worker:
         resources["GPU"] = setup.gpus_per_worker
-    trainer = TorchTrainer(
+    trainer = lean_trainer_class()(
         train_loop_per_worker,
         train_loop_config={
             **config,
