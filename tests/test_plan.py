@@ -172,7 +172,9 @@ def test_repeats_that_do_not_fit_are_refused(data_dir, overrides, needle):
 def test_validate_says_what_will_run(data_dir):
     from tests.conftest import cli
 
-    spec = sweep_dict(search__num_trials=4, search__space={"freeze_layers": {"type": "choice", "values": [0, 1]}})
+    spec = sweep_dict(
+        search__num_trials=4, search__space={"freeze_layers": {"type": "choice", "values": [0, 1]}}
+    )
     done = cli("validate", str(write_sweep(data_dir, spec)))
     assert done.returncode == 0, done.stderr
     assert "2 trials: 2 of the 2 configs of a finite space x 1 seed" in done.stdout
