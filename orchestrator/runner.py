@@ -386,7 +386,12 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
                 sweep=spec.name,
                 train_root=setup.train_root,
             ),
-            ProgressCallback(console, metric=search.metric, searched=list(r.space), num_trials=r.plan.trials),
+            ProgressCallback(
+                console,
+                metric=search.metric,
+                searched=[*r.space, *(["seed"] if len(r.plan.seeds) > 1 else [])],
+                num_trials=r.plan.trials,
+            ),
             ResumeStateRetention(setup.train_root),
         ]
         if resuming and tune.Tuner.can_restore(exp_path):

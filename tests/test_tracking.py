@@ -134,3 +134,21 @@ def test_many_writers_on_a_fresh_sqlite_store_lose_nothing(tmp_path):
     experiments = [client.get_experiment_by_name(f"sweep{i}").experiment_id for i in range(2)]
     runs = client.search_runs(experiments, max_results=1000)
     assert len(runs) == 40 and all(r.data.metrics["m"] >= 0 for r in runs)
+
+
+def _read_store(uri: str) -> int:
+    from orchestrator.store import tracking_client
+
+    return len(tracking_client(uri).search_experiments())
+
+
+def test_readers_beside_a_writer_on_a_fresh_store_wait_for_it(tmp_path):
+    """`best`/`ui`/`promote` open the store through tracking_client: they never race its creation."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        readers = [pool.apply_async(_read_store, (uri,)) for _ in range(3)]
+        writer = pool.apply_async(_record_runs, (uri, "sweep", 3))
+        assert writer.get(timeout=300) == 3
+        assert all(r.get(timeout=300) >= 1 for r in readers)  # at least MLflow's Default experiment
