@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -548,6 +549,64 @@ def _read_texts(path: Path) -> list[str]:
     return [str(t) for t in df[column].tolist()]
 
 
+def _open_when_up(base: str, link: str) -> None:
+    """A detached helper that opens ``link`` in a browser once ``base`` answers (the UI replaces us)."""
+    import subprocess
+
+    code = (
+        "import sys, time, urllib.request, webbrowser\n"
+        "for _ in range(120):\n"
+        "    try:\n"
+        "        urllib.request.urlopen(sys.argv[1], timeout=2); break\n"
+        "    except Exception:\n"
+        "        time.sleep(0.5)\n"
+        "webbrowser.open(sys.argv[2])\n"
+    )
+    subprocess.Popen([sys.executable, "-c", code, base, link], start_new_session=True)  # noqa: S603
+
+
+@app.command("ls")
+def list_(
+    workdir: Workdir = DEFAULT_WORKDIR,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sweep, one per line.")] = False,
+) -> None:
+    """List the sweeps of a work directory or tracking server: status, trials, best value, when."""
+    from orchestrator.listing import list_sweeps
+    from orchestrator.locations import redacted as redact
+    from orchestrator.store import tracking_client
+
+    uri = _tracking_uri(workdir, tracking_uri)
+    with contextlib.redirect_stdout(sys.stderr):
+        rows = list_sweeps(tracking_client(uri))
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.to_json()))
+        return
+    if not rows:
+        out.print(f"no sweeps in {redact(uri)}; start one with: orchestrator run SWEEP.yaml")
+        return
+    table = Table(title=f"sweeps in {redact(uri)}")
+    for col in ["sweep", "status", "trials", "best", "started", "took"]:
+        table.add_column(col)
+    for row in rows:
+        planned = "?" if row.trials_planned is None else str(row.trials_planned)
+        running = f" ({row.trials_running} running)" if row.trials_running else ""
+        best = "-" if row.best is None else f"{row.metric}={row.best:.4f}"
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.started_ms / 1000))
+        took = "-" if row.duration_s is None else _duration(row.duration_s)
+        table.add_row(
+            row.sweep, row.status.lower(), f"{row.trials_ended}/{planned}{running}", best, started, took
+        )
+    out.print(table)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else (f"{minutes} min {secs} s" if minutes else f"{secs} s")
+
+
 @app.command()
 def ui(
     workdir: Workdir = DEFAULT_WORKDIR,
@@ -555,15 +614,34 @@ def ui(
     host: Annotated[
         str, typer.Option(help="Bind address; keep 127.0.0.1 unless you mean to expose it.")
     ] = "127.0.0.1",
+    open_: Annotated[
+        bool,
+        typer.Option("--open", help="Open the (most recent) sweep's runs in a browser once the UI is up."),
+    ] = False,
 ) -> None:
-    """Open the MLflow UI over the work directory's tracking store (http://127.0.0.1:5000)."""
-    from orchestrator.store import prepare_store
+    """Open the MLflow UI over the work directory's tracking store (http://127.0.0.1:5000).
+
+    Prints one link per sweep that lands on its trial runs, sorted by the metric, with the
+    searched knobs as columns.
+    """
+    from orchestrator.browse import runs_url
+    from orchestrator.listing import list_sweeps
+    from orchestrator.store import tracking_client
 
     uri = _tracking_uri(workdir, None)
-    prepare_store(uri)  # the server would otherwise migrate a store a sweep is creating
+    client = tracking_client(uri)  # created once: the server would otherwise migrate a store a sweep creates
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     artifacts = (workdir.resolve() / "mlartifacts").as_uri()
-    out.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C to stop")
+    base = f"http://{host}:{port}"
+    out.print(f"MLflow UI on {base}  (store {uri}); Ctrl-C to stop")
+    links = {}
+    for row in list_sweeps(client):
+        experiment = client.get_run(row.run_id).info.experiment_id
+        links.setdefault(row.sweep, runs_url(base, experiment))
+    for name, link in links.items():
+        out.print(f"  {name}: {link}")
+    if open_ and links:
+        _open_when_up(base, next(iter(links.values())))
     os.execv(
         exe,
         [

@@ -22,6 +22,7 @@ __all__ = [
     "CREDENTIAL_HINTS",
     "check_local_dir",
     "check_tracking_uri",
+    "redacted",
     "check_writable",
     "credential_problem",
 ]
@@ -38,10 +39,16 @@ CREDENTIAL_HINTS = {
 }
 
 
-def _redacted(uri: str) -> str:
+def redacted(uri: str) -> str:
+    """``uri`` to print: user and password replaced by ``***``, the query dropped where it has any."""
+    if "://" not in uri:
+        return uri
     parts = urlsplit(uri)
+    if not (parts.username or parts.password or parts.query):
+        return uri
     host = parts.hostname or ""
-    return f"{parts.scheme}://{'***@' if parts.username or parts.password else ''}{host}{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{'***@' if parts.username or parts.password else ''}{host}{port}{parts.path}"
 
 
 def credential_problem(field: str, uri: str) -> str | None:
@@ -55,7 +62,7 @@ def credential_problem(field: str, uri: str) -> str | None:
     scheme = parts.scheme.split("+")[0].lower()
     hint = CREDENTIAL_HINTS.get(scheme, "the environment variables its client library reads")
     return (
-        f"{field}: {_redacted(uri)} carries a credential; remove it from the URI (it would be printed and "
+        f"{field}: {redacted(uri)} carries a credential; remove it from the URI (it would be printed and "
         f"logged) and provide it through {hint}"
     )
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 from rich.console import Console
 
+from orchestrator.browse import mark_experiment, view_state
 from orchestrator.cluster import (
     LOCAL_DRIVER_SLOTS,
     auto_concurrency,
@@ -222,6 +224,9 @@ def _open_parent(
     parent_id = recorder.open_parent(
         sweep=r.spec.name, experiment_path=r.experiment_path, params=_parent_params(r, concurrency), tags=tags
     )
+    search = r.spec.search
+    view = view_state(search.metric, str(search.mode), list(r.space), repeats=len(r.plan.seeds) > 1)
+    mark_experiment(recorder.client, recorder.experiment_id, view)  # where the MLflow UI opens
     if not resuming or not recorder.client.list_artifacts(parent_id, "spec"):
         recorder.client.log_text(parent_id, r.spec_path.read_text(), f"spec/{r.spec_path.name}")
         recorder.client.log_text(
@@ -385,6 +390,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
                 parent_id,
                 sweep=spec.name,
                 train_root=setup.train_root,
+                metric=search.metric,
+                mode=str(search.mode),
             ),
             ProgressCallback(
                 console,
@@ -401,7 +408,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             )
         else:
             tuner = _new_tuner(r, trainable, callbacks, concurrency)
-        return _fit(tuner, recorder, parent_id, search.metric, r.plan.trials, exp_path, console)
+        return _fit(tuner, r, recorder, parent_id, console)
     finally:
         if started_ray:
             ray.shutdown()
@@ -415,26 +422,22 @@ def _report_disk(exp_path: str, recorder: SweepRecorder, parent_id: str, console
 
 
 def _fit(
-    tuner: Any,
-    recorder: SweepRecorder,
-    parent_id: str,
-    metric: str,
-    num_trials: int,
-    exp_path: str,
-    console: Console,
+    tuner: Any, r: ResolvedSweep, recorder: SweepRecorder, parent_id: str, console: Console
 ) -> SweepOutcome:
     """Run the Tuner; close the parent run as FINISHED, KILLED (interrupted) or FAILED with its leaderboard."""
+    metric, exp_path = r.spec.search.metric, r.experiment_path
     status = "FAILED"
     try:
         results = tuner.fit()
         # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted.
-        unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < num_trials
+        unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < r.plan.trials
         errors = [res for res in results if res.error is not None]
         status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
     finally:
         board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
         if board:
             _record_leaderboard(recorder, parent_id, board, metric)
+            _record_charts(r, recorder, parent_id, board, console)
         if status == "FINISHED":  # a resume would read them; a finished sweep has no use for them
             freed = drop_prefix_features(exp_path)
             if freed:
@@ -446,22 +449,65 @@ def _fit(
     return SweepOutcome(status, board)
 
 
-def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:
-    """``leaderboard.csv`` on the parent run (with each trial's config, seed and config mean over
-    seeds) and the best trial's value, plus the best config's mean, std and n when seeds repeat."""
-    stats = config_stats(board, metric)
-    lines = [
-        f"rank,trial_id,epoch,outcome,{metric},checkpoint,config_id,seed,config_mean,config_std,config_n"
-    ]
-    for i, c in enumerate(board, 1):
-        value = f"{c.metrics[metric]:.6f}" if metric in c.metrics else ""
-        st = stats[c.config_id]
-        mean = "" if st.mean is None else f"{st.mean:.6f}"
-        lines.append(
-            f"{i},{c.trial_id},{c.epoch},{c.outcome},{value},{c.checkpoint or ''},"
-            f"{c.config_id},{c.params.get('seed', '')},{mean},{st.std:.6f},{st.n}"
+def _replace_table(client: Any, run_id: str, frame: pd.DataFrame, path: str) -> None:
+    """What ``log_table`` writes (the JSON the UI renders as a table), replaced rather than appended to.
+
+    ``MlflowClient.log_table`` appends to an existing file, so a resumed sweep would list every
+    trial twice; this writes the same format and registers it the same way (``mlflow.loggedArtifacts``).
+    """
+    client.log_text(run_id, frame.to_json(orient="split", index=False, date_format="iso"), path)
+    logged = json.loads(client.get_run(run_id).data.tags.get("mlflow.loggedArtifacts", "[]"))
+    entry = {"path": path, "type": "table"}
+    if entry not in logged:
+        client.set_tag(run_id, "mlflow.loggedArtifacts", json.dumps([*logged, entry]))
+
+
+def _record_charts(
+    r: ResolvedSweep, recorder: SweepRecorder, parent_id: str, board: list[Candidate], console: Console
+) -> None:
+    """The search's charts on the parent run (rebuilt on every finish or resume); never fails the sweep."""
+    from orchestrator.charts import log_search_charts
+
+    search = r.spec.search
+    try:
+        drawn = log_search_charts(
+            recorder.client, parent_id, board, r.space, search.metric, str(search.mode), r.spec.name
         )
-    recorder.client.log_text(parent_id, "\n".join(lines) + "\n", "leaderboard.csv")
+    except Exception as exc:  # a chart is a picture: the sweep's results are recorded either way
+        console.print(styled(("charts", "bold"), f" not drawn ({type(exc).__name__}: {str(exc)[:200]})"))
+        return
+    if drawn:
+        console.print(
+            styled(("charts", "bold"), f" {', '.join(drawn)} on the parent run (charts/search.html)")
+        )
+
+
+def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:
+    """``leaderboard.csv`` and the ``leaderboard.json`` table (rendered by the UI) on the parent run,
+    with each trial's config, seed and config mean over seeds; the best trial's value, plus the
+    best config's mean, std and n when seeds repeat."""
+    stats = config_stats(board, metric)
+    rows = []
+    for i, c in enumerate(board, 1):
+        st = stats[c.config_id]
+        rows.append(
+            {
+                "rank": i,
+                "trial_id": c.trial_id,
+                "epoch": c.epoch,
+                "outcome": c.outcome,
+                metric: round(c.metrics[metric], 6) if metric in c.metrics else None,
+                "checkpoint": c.checkpoint or "",
+                "config_id": c.config_id,
+                "seed": c.params.get("seed", ""),
+                "config_mean": None if st.mean is None else round(st.mean, 6),
+                "config_std": round(st.std, 6),
+                "config_n": st.n,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    recorder.client.log_text(parent_id, frame.to_csv(index=False), "leaderboard.csv")
+    _replace_table(recorder.client, parent_id, frame, "leaderboard.json")
     best = board[0]
     if metric not in best.metrics:
         return  # no trial reported an epoch

@@ -108,9 +108,9 @@ def candidates(client: MlflowClient, sweep_run) -> list[Candidate]:
     second = secondary_metric(metric)
     children = client.search_runs(
         [sweep_run.info.experiment_id],
-        filter_string=f"tags.`{TAGS.PARENT}` = '{sweep_run.info.run_id}'",
+        filter_string=f"tags.`{TAGS.PARENT}` = '{sweep_run.info.run_id}' and tags.`{TAGS.ROLE}` = 'trial'",
         max_results=10000,
-    )
+    )  # trials only: a promotion's run is a child of the sweep too
     out: list[Candidate] = []
     for run in children:
         by_epoch: dict[int, dict[str, float]] = {}
@@ -178,7 +178,8 @@ def _by_config(ranked: list[Candidate], metric: str, mode: str) -> list[Candidat
     order = {
         key: (s.mean is None, sign * (s.mean or 0.0), -s.n, i) for i, (key, s) in enumerate(stats.items())
     }
-    return sorted(ranked, key=lambda c: order[c.config_id])  # stable: keeps the order within a config
+    last = (True, 0.0, 0, len(order))
+    return sorted(ranked, key=lambda c: order.get(c.config_id, last))  # stable: order within a config kept
 
 
 def best_per_trial(ranked: list[Candidate]) -> list[Candidate]:

@@ -141,26 +141,36 @@ class TrialRecorderCallback(tune.Callback):
     """
 
     def __init__(
-        self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, sweep: str, train_root: str
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        *,
+        sweep: str,
+        train_root: str,
+        metric: str = M.EVAL_ACCURACY,
+        mode: str = "max",
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.sweep = sweep
         self.train_root = train_root
+        self.metric, self.mode = metric, mode  # best_<metric> per trial: what the UI sorts on
         self._reset()
 
     def _reset(self) -> None:
         self._client: MlflowClient | None = None
         self._runs: dict[str, str] = {}  # trial_id -> run_id
         self._logged_epochs: dict[str, set[int]] = {}
+        self._best: dict[str, float] = {}  # trial_id -> its best value of the metric so far
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("tracking_uri", "experiment_id", "parent_run_id", "sweep", "train_root")
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "sweep", "train_root", "metric", "mode")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"metric": M.EVAL_ACCURACY, "mode": "max", **state})
         self._reset()
 
     @property
@@ -186,6 +196,9 @@ class TrialRecorderCallback(tune.Callback):
             self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, M.EPOCH)
             self._logged_epochs[trial_id] = {int(m.step) for m in history}
+            best = self.client.get_metric_history(run_id, f"best_{self.metric}")
+            if best:
+                self._best[trial_id] = max(best, key=lambda m: m.step).value
         else:
             run_id = self.client.create_run(
                 self.experiment_id,
@@ -215,10 +228,21 @@ class TrialRecorderCallback(tune.Callback):
         self._logged_epochs[trial.trial_id].add(epoch)
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, epoch) for k in M.REPORTED_METRICS if k in result]
+        if self.metric in result:
+            metrics.append(
+                Metric(f"best_{self.metric}", self._improve(trial.trial_id, result[self.metric]), now, epoch)
+            )
         tags = (
             [RunTag(TAGS.CHECKPOINT, str(result["checkpoint_path"]))] if result.get("checkpoint_path") else []
         )
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def _improve(self, trial_id: str, value: float) -> float:
+        """The trial's best value of the metric, including this epoch's ``value``."""
+        best = self._best.get(trial_id)
+        better = best is None or (value > best if self.mode == "max" else value < best)
+        self._best[trial_id] = float(value) if better else best
+        return self._best[trial_id]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self._child(trial)

@@ -30,6 +30,8 @@ TRUNCATED_EXAMPLES = "truncated_examples"  # examples whose context was cut to f
 CACHE_HIT = "cache_hit"  # 1 when the frozen prefix's states were read from the sweep's cache
 CACHED_DEPTH = "cached_depth"  # how many frozen blocks those states covered (0: none read)
 RESUMED_FROM_EPOCH = "resumed_from_epoch"  # epoch of the checkpoint this run resumed from; 0 = never resumed
+PEAK_MEMORY_MB = "peak_memory_mb"  # the worker process's peak resident memory so far (rank 0's)
+GPU_PEAK_MEMORY_MB = "gpu_peak_memory_mb"  # peak CUDA memory allocated by the worker (GPU trials only)
 
 # metric -> the mode that makes it better
 SELECTABLE_METRICS: dict[str, str] = {
@@ -55,4 +57,6 @@ REPORTED_METRICS: tuple[str, ...] = (
     CACHE_HIT,
     CACHED_DEPTH,
     RESUMED_FROM_EPOCH,
+    PEAK_MEMORY_MB,
+    GPU_PEAK_MEMORY_MB,
 )

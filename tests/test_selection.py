@@ -22,7 +22,15 @@ class TrialStandIn:
         return "RuntimeError: worker died"
 
 
-def _record(tmp_path: Path, trials: dict[str, list[dict]], *, metric="eval_accuracy", mode="max", failed=()):
+def _record(
+    tmp_path: Path,
+    trials: dict[str, list[dict]],
+    *,
+    metric="eval_accuracy",
+    mode="max",
+    failed=(),
+    configs: dict[str, dict] | None = None,
+):
     """Write a sweep with one child per trial; each dict is one epoch's metrics."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     rec = SweepRecorder(uri, "sel", artifact_root=(tmp_path / "art").as_uri())
@@ -35,7 +43,7 @@ def _record(tmp_path: Path, trials: dict[str, list[dict]], *, metric="eval_accur
     root = tmp_path / "runs" / "sel" / "checkpoints"
     cb = TrialRecorderCallback(uri, rec.experiment_id, parent, sweep="sel", train_root=str(root))
     for trial_id, epochs in trials.items():
-        trial = TrialStandIn(trial_id)
+        trial = TrialStandIn(trial_id, **({"config": configs[trial_id]} if configs else {}))
         cb.on_trial_start(0, [], trial)
         for epoch, metrics in enumerate(epochs, 1):
             (root / f"train-{trial_id}" / f"epoch-{epoch:03d}").mkdir(parents=True)
@@ -171,3 +179,37 @@ def test_registry_names_checked_first():
     ]:
         with pytest.raises(PromoteError, match=needle):
             check_registry_names(name, alias)
+
+
+def test_with_repeats_the_best_config_on_average_wins_over_the_luckiest_seed(tmp_path):
+    """Config x: seeds at 0.9 and 0.5 (mean 0.7); config y: 0.8 and 0.78 (mean 0.79): y's best wins."""
+    from orchestrator.selection import config_stats
+
+    configs = {
+        "a": {"epochs": 3, "learning_rate": 1e-3, "seed": 0},
+        "b": {"epochs": 3, "learning_rate": 1e-3, "seed": 1},
+        "c": {"epochs": 3, "learning_rate": 2e-3, "seed": 0},
+        "d": {"epochs": 3, "learning_rate": 2e-3, "seed": 1},
+    }
+    trials = {"a": [m(0.9)], "b": [m(0.5)], "c": [m(0.8)], "d": [m(0.78)]}
+    _, ranked, _ = _record(tmp_path, trials, configs=configs)
+    assert [c.trial_id for c in ranked] == ["c", "d", "a", "b"]
+    stats = config_stats(ranked, "eval_accuracy")
+    best = stats[ranked[0].config_id]
+    assert (best.n, best.trials) == (2, ("c", "d"))
+    assert best.mean == pytest.approx(0.79) and best.std == pytest.approx(0.0141421, rel=1e-4)
+    assert stats[ranked[2].config_id].mean == pytest.approx(0.7)
+    assert choose(ranked, None).trial_id == "c"  # promote takes the same one
+
+
+def test_a_promotion_run_is_not_a_candidate(tmp_path):
+    """`promote` records its own child run of the sweep; `best` afterwards must not trip over it."""
+    client, _, _ = _record(tmp_path, {"a": [m(0.8)], "b": [m(0.7)]})
+    sweep_run = find_sweep_run(client, "sel")
+    tags = {
+        "mlflow.parentRunId": sweep_run.info.run_id,
+        "orchestrator.role": "promotion",
+        "orchestrator.trial_id": "a",
+    }
+    client.set_terminated(client.create_run(sweep_run.info.experiment_id, tags=tags).info.run_id)
+    assert [c.trial_id for c in candidates(client, sweep_run)] == ["a", "b"]

@@ -324,16 +324,22 @@ def _trial_constants(
 
 
 def _train_metrics(
-    epoch: int, totals: list[float], seconds: float, first_step: list[float]
+    epoch: int, totals: list[float], seconds: float, first_step: list[float], device: Any
 ) -> dict[str, Any]:
     """One epoch's training side: ``totals`` = (examples, summed loss) over all ranks."""
-    return {
+    import resource
+
+    out = {
         M.EPOCH: epoch,
         M.TRAIN_LOSS: totals[1] / max(totals[0], 1),
         M.STARTUP_SECONDS: first_step[0] if first_step else 0.0,
         M.EPOCH_SECONDS: seconds,
         M.SAMPLES_PER_SECOND: totals[0] / max(seconds, 1e-9),
+        M.PEAK_MEMORY_MB: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
+    if device.type == "cuda":
+        out[M.GPU_PEAK_MEMORY_MB] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -403,7 +409,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         epoch_seconds = time.time() - t0
         totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
         metrics = evaluate(model, splits["validation"][rank::world], **eval_args)
-        metrics.update(_train_metrics(epoch, totals, epoch_seconds, first_step), **constants)
+        metrics.update(_train_metrics(epoch, totals, epoch_seconds, first_step, device), **constants)
         state = {"optimizer": optimizer, "scheduler": scheduler, "generator": generator}
         _report_epoch(
             cfg,
