@@ -345,42 +345,7 @@ def best(
     chosen = stats[choice.config_id]
     by_mean = len(chosen.trials) > 1
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "sweep": sweep,
-                    "trial_id": choice.trial_id,
-                    "epoch": choice.epoch,
-                    "metric": metric,
-                    "mode": sweep_run.data.params.get("mode"),
-                    "value": choice.metrics[metric],
-                    "metrics": choice.metrics,
-                    "params": choice.params,
-                    "checkpoint": choice.checkpoint,
-                    "mlflow_run_id": choice.run_id,
-                    "sweep_run_id": sweep_run.info.run_id,
-                    "config_id": choice.config_id,
-                    "seed": choice.params.get("seed"),
-                    "config": {
-                        "mean": chosen.mean,
-                        "std": chosen.std,
-                        "n": chosen.n,
-                        "trials": chosen.trials,
-                    },
-                    "selected_by": "config mean over seeds" if by_mean else "best epoch",
-                    "configs": [
-                        {
-                            "config_id": st.config_id,
-                            "mean": st.mean,
-                            "std": st.std,
-                            "n": st.n,
-                            "trials": st.trials,
-                        }
-                        for st in stats.values()
-                    ],
-                }
-            )
-        )
+        print(json.dumps(_best_json(sweep, sweep_run, choice, stats)))
         return
     searched = [k.removeprefix("space.") for k in sweep_run.data.params if k.startswith("space.")]
     _print_board(best_per_trial(ranked), metric, sorted(searched), top=top, stats=stats)
@@ -399,6 +364,44 @@ def best(
         )
     )
     out.print(styled(("checkpoint", "bold"), f" {choice.checkpoint}"))
+
+
+def _best_json(sweep: str, sweep_run: Any, choice: Any, stats: dict) -> dict[str, Any]:
+    """``best --json``: the chosen checkpoint, and each config's mean, std and n over its seeds."""
+    metric = sweep_run.data.params.get("metric", M.EVAL_ACCURACY)
+    chosen = stats[choice.config_id]
+    return {
+        "sweep": sweep,
+        "trial_id": choice.trial_id,
+        "epoch": choice.epoch,
+        "metric": metric,
+        "mode": sweep_run.data.params.get("mode"),
+        "value": choice.metrics[metric],
+        "metrics": choice.metrics,
+        "params": choice.params,
+        "checkpoint": choice.checkpoint,
+        "mlflow_run_id": choice.run_id,
+        "sweep_run_id": sweep_run.info.run_id,
+        "config_id": choice.config_id,
+        "seed": choice.params.get("seed"),
+        "config": {
+            "mean": chosen.mean,
+            "std": chosen.std,
+            "n": chosen.n,
+            "trials": chosen.trials,
+        },
+        "selected_by": "config mean over seeds" if len(chosen.trials) > 1 else "best epoch",
+        "configs": [
+            {
+                "config_id": st.config_id,
+                "mean": st.mean,
+                "std": st.std,
+                "n": st.n,
+                "trials": st.trials,
+            }
+            for st in stats.values()
+        ],
+    }
 
 
 @app.command()
@@ -636,8 +639,7 @@ def ui(
     out.print(f"MLflow UI on {base}  (store {uri}); Ctrl-C to stop")
     links = {}
     for row in list_sweeps(client):
-        experiment = client.get_run(row.run_id).info.experiment_id
-        links.setdefault(row.sweep, runs_url(base, experiment))
+        links.setdefault(row.sweep, runs_url(base, row.experiment_id))
     for name, link in links.items():
         out.print(f"  {name}: {link}")
     if open_ and links:

@@ -30,6 +30,7 @@ class SweepRow:
     started_ms: int
     duration_s: float | None  # None while running
     run_id: str
+    experiment_id: str
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,7 @@ def list_sweeps(client: Any) -> list[SweepRow]:
                 if end and run.info.status != "RUNNING"
                 else None,
                 run_id=run.info.run_id,
+                experiment_id=run.info.experiment_id,
             )
         )
     return rows

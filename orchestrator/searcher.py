@@ -10,15 +10,18 @@ with Optuna's ``BruteForceSampler``) or nothing at all (a fixed-config sweep):
   (a config whose seeds all failed is told as failed);
 * when the plan's configs are sampled (or the space is exhausted) it answers ``FINISHED``.
 
-It holds only picklable state (Tune saves it with the experiment and a resume brings it back),
-so configs sampled before an interruption are not sampled again.
+Tune saves it with the experiment (:meth:`PlannedSearch.save`) as JSON, never a pickle: the
+configs handed out, their seeds, what they reported, and Optuna's view of each (params and
+distributions). A resume reads it back and replays the finished configs into Optuna's study,
+so no config is sampled again and TPE keeps its history.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
@@ -48,6 +51,8 @@ class _Config:
     config: dict[str, Any]
     pending: int  # seeds not finished yet
     values: list[float] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)  # Optuna's view: the sampled params ...
+    distributions: dict[str, str] = field(default_factory=dict)  # ... and their distributions (JSON)
 
 
 class PlannedSearch(Searcher):
@@ -76,7 +81,7 @@ class PlannedSearch(Searcher):
                 return None
             key = config_id(config)
             if key not in self._sampled:
-                self._sampled[key] = _Config(inner_id, config, pending=len(self.seeds))
+                self._sampled[key] = _Config(inner_id, config, len(self.seeds), **self._optuna_view(inner_id))
                 return key
             self.inner.on_trial_complete(inner_id, error=True)  # a duplicate: never trained
         return None
@@ -96,8 +101,21 @@ class PlannedSearch(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         key = self._trials.get(trial_id)
-        if key is not None and self.inner is not None and len(self.seeds) == 1:
-            self.inner.on_trial_result(self._sampled[key].inner_id, result)
+        if key is None or self.inner is None or len(self.seeds) > 1:
+            return
+        inner_id = self._sampled[key].inner_id
+        if inner_id in getattr(self.inner, "_ot_trials", {}):  # not for configs asked before a resume
+            self.inner.on_trial_result(inner_id, result)
+
+    def _optuna_view(self, inner_id: str) -> dict[str, Any]:
+        trial = getattr(self.inner, "_ot_trials", {}).get(inner_id)
+        if trial is None:
+            return {}
+        to_json = optuna.distributions.distribution_to_json
+        return {
+            "params": dict(trial.params),
+            "distributions": {k: to_json(d) for k, d in trial.distributions.items()},
+        }
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -109,26 +127,52 @@ class PlannedSearch(Searcher):
         entry.pending -= 1
         if not error and result and self.metric in result:
             entry.values.append(float(result[self.metric]))
-        if entry.pending > 0 or self.inner is None:
-            return
-        if entry.values:
-            self.inner.on_trial_complete(
-                entry.inner_id, {**(result or {}), self.metric: statistics.fmean(entry.values)}
-            )
-        else:
-            self.inner.on_trial_complete(entry.inner_id, error=True)
+        if entry.pending == 0 and self.inner is not None:
+            self._tell(entry)
+
+    def _tell(self, entry: _Config) -> None:
+        """Tell Optuna a config's mean over its seeds (failed when none reported)."""
+        value = statistics.fmean(entry.values) if entry.values else None
+        if entry.inner_id in getattr(self.inner, "_ot_trials", {}):  # asked in this process
+            if value is None:
+                self.inner.on_trial_complete(entry.inner_id, error=True)
+            else:
+                self.inner.on_trial_complete(entry.inner_id, {self.metric: value})
+        else:  # asked before a resume: add what Optuna would have been told
+            self._add_to_study(entry, value)
+
+    def _add_to_study(self, entry: _Config, value: float | None) -> None:
+        from optuna.trial import TrialState, create_trial
+
+        dists = {k: optuna.distributions.json_to_distribution(v) for k, v in entry.distributions.items()}
+        state = TrialState.COMPLETE if value is not None else TrialState.FAIL
+        trial = create_trial(params=entry.params, distributions=dists, value=value, state=state)
+        self.inner._ot_study.add_trial(trial)
 
     def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__.copy(), f)
+        state = {
+            "asked": self._asked,
+            "sampled": {k: asdict(v) for k, v in self._sampled.items()},
+            "queue": self._queue,
+            "trials": self._trials,
+            "exhausted": self.exhausted,
+        }
+        with open(checkpoint_path, "w") as f:
+            json.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+        """Read :meth:`save`'s JSON (never a pickle) and replay the finished configs into Optuna."""
+        with open(checkpoint_path) as f:
+            state = json.load(f)
+        self._asked, self.exhausted = int(state["asked"]), bool(state["exhausted"])
+        self._sampled = {k: _Config(**v) for k, v in state["sampled"].items()}
+        self._queue = [(k, int(seed)) for k, seed in state["queue"]]
+        self._trials = dict(state["trials"])
+        study = getattr(self.inner, "_ot_study", None)
+        if study is not None and not study.trials:  # a fresh study: give it the sweep's history
+            for entry in self._sampled.values():
+                if entry.pending == 0:
+                    self._add_to_study(entry, statistics.fmean(entry.values) if entry.values else None)
 
 
 def planned_search(plan: TrialPlan, space_fn: Any, *, metric: str, mode: str, seed: int) -> PlannedSearch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import json
 
 import pytest
 
@@ -134,15 +134,39 @@ def test_a_duplicate_suggestion_is_resampled_never_trained():
 
 
 def test_a_restored_searcher_never_samples_a_config_again(tmp_path):
+    """Saved as JSON and restored into a new searcher (what a resume does): no config twice."""
     space = {"strategy": [STRATEGY], "lora_r": [LORA_R]}
     searcher = _searcher(space, _plan(space, 3))
     first = searcher.suggest("t0")
     searcher.on_trial_complete("t0", {"eval_accuracy": 0.5})
-    searcher.save(str(tmp_path / "s.pkl"))
-    restored = pickle.loads(pickle.dumps(searcher))  # Tune pickles the searcher with the experiment
+    path = tmp_path / "searcher.json"
+    searcher.save(str(path))
+    json.loads(path.read_text())  # plain JSON, nothing executable
+    restored = _searcher(space, _plan(space, 3))
+    restored.restore(str(path))
+    assert [t.value for t in restored.inner._ot_study.trials] == [0.5]  # Optuna's history replayed
+    restored.on_trial_result("t0", {"eval_accuracy": 0.5})  # a late report of a config asked before
     rest = _drain(restored, start=1)
     keys = [config_id(c) for c in [first, *rest]]
     assert len(keys) == 3 == len(set(keys))
+
+
+def test_a_config_whose_seeds_span_a_resume_is_told_once_with_their_mean(tmp_path):
+    space = {"learning_rate": [LR]}
+    searcher = _searcher(space, _plan(space, 2, repeats=2))
+    a, b = searcher.suggest("t0"), searcher.suggest("t1")
+    assert a["learning_rate"] == b["learning_rate"]
+    searcher.on_trial_complete("t0", {"eval_accuracy": 0.6})
+    searcher.save(str(tmp_path / "s.json"))
+    restored = _searcher(space, _plan(space, 2, repeats=2))
+    restored.restore(str(tmp_path / "s.json"))
+    assert restored.inner._ot_study.trials == []  # unfinished: not told yet
+    restored.on_trial_result("t1", {"eval_accuracy": 0.8, "epoch": 1})  # reports from the resumed seed
+    restored.on_trial_complete("t1", {"eval_accuracy": 0.8})  # ... and it finishes
+    trials = restored.inner._ot_study.trials
+    assert len(trials) == 1 and trials[0].value == pytest.approx(0.7)
+    assert trials[0].params["learning_rate"] == a["learning_rate"]
+    assert restored.suggest("t2") == "FINISHED"
 
 
 def test_fixed_config_is_one_config_with_a_seed_per_trial():
