@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 WORKDIR ?= work
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup browser demo test test-all lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,16 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/orchestrator run sweeps/demo.yaml --workdir $(WORKDIR)
 
-test: setup
+# Debian's Chromium for the real-browser test (tests/test_browser.py, which is skipped without it).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Chromium (apt-get) for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+			|| echo "could not install Chromium: tests/test_browser.py will be skipped"; \
+	else echo "no Chromium (as root: apt-get install chromium): tests/test_browser.py will be skipped"; fi
+
+test: setup browser
 	$(BIN)/pytest
 
 test-all: setup

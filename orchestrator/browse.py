@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator.tracking import TAGS
 from search_spaces import objectives as M
 
-__all__ = ["EXPERIMENT_KIND", "VIEW_KEY", "mark_experiment", "runs_url", "view_state"]
+__all__ = ["EXPERIMENT_KIND", "VIEW_KEY", "artifact_url", "mark_experiment", "runs_url", "view_state"]
 
 EXPERIMENT_KIND = "custom_model_development"
 VIEW_KEY = "sweep"
@@ -55,4 +55,12 @@ def runs_url(base: str, experiment_id: str) -> str:
     return (
         f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
         f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    )
+
+
+def artifact_url(base: str, experiment_id: str, run_id: str, path: str) -> str:
+    """The UI link to one artifact of a run (e.g. the parent's ``charts/search.html``), in Model training mode."""
+    return (
+        f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+        "?workflowType=machine_learning"
     )

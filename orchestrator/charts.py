@@ -24,7 +24,15 @@ from typing import Any
 from orchestrator.selection import Candidate, best_per_trial
 from search_spaces.domains import Choice, IntRange, LogUniform, Uniform
 
-__all__ = ["CHARTS", "log_search_charts", "search_charts", "study_from_board"]
+__all__ = [
+    "CHARTS",
+    "figures",
+    "log_search_charts",
+    "plotly_parts",
+    "search_charts",
+    "study_from_board",
+    "write_charts",
+]
 
 CHARTS = ("optimization_history", "param_importances", "parallel_coordinate", "slice")
 
@@ -59,6 +67,7 @@ def study_from_board(board: list[Candidate], space: dict[str, list[Any]], metric
 
     assert all(isinstance(d[0], (Choice, IntRange, LogUniform, Uniform)) for d in space.values())
     distributions = {k: _distribution(d) for k, d in space.items()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for c in best_per_trial(board):
         if metric not in c.metrics:
@@ -76,46 +85,64 @@ def study_from_board(board: list[Candidate], space: dict[str, list[Any]], metric
     return study
 
 
-def _figures(study: Any) -> dict[str, tuple[Any, Any]]:
-    """chart name -> (plotly figure, matplotlib figure) for what this study can draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def figures(study: Any, *, pngs: bool = True) -> dict[str, tuple[Any, Any]]:
+    """chart name -> (plotly figure, matplotlib figure or None) for what this study can draw."""
+    if not study.trials or not any(t.params for t in study.trials):
+        return {}
     import optuna.visualization as pv
-    import optuna.visualization.matplotlib as mv
 
+    if pngs:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import optuna.visualization.matplotlib as mv
     out = {}
     for name in CHARTS:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
                 fig = getattr(pv, f"plot_{name}")(study)
-                ax = getattr(mv, f"plot_{name}")(study)
+                ax = getattr(mv, f"plot_{name}")(study) if pngs else None
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importance with one trial, or no parameter that varies
-        axes = ax.flatten()[0] if hasattr(ax, "flatten") else ax
-        out[name] = (fig, axes.figure)
+        axes = None if ax is None else (ax.flatten()[0] if hasattr(ax, "flatten") else ax)
+        out[name] = (fig, None if axes is None else axes.figure)
     return out
 
 
-def search_charts(study: Any, out_dir: Path, title: str) -> list[str]:
-    """Write ``search.html`` and one PNG per chart into ``out_dir``; the names of the charts drawn."""
+def plotly_parts(figs: list[Any]) -> list[str]:
+    """HTML fragments of plotly figures; plotly.js inlined once, in the first (self-contained)."""
+    return [
+        fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+        for i, fig in enumerate(figs)
+    ]
+
+
+def write_charts(figs: dict[str, tuple[Any, Any]], out_dir: Path, title: str) -> list[str]:
+    """Write ``search.html`` and one PNG per chart into ``out_dir``; the names of the charts written."""
     import matplotlib.pyplot as plt
 
-    figures = _figures(study) if study.trials and any(t.params for t in study.trials) else {}
-    if not figures:
+    if not figs:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [f"<h1>{_escape(title)}</h1>"]
-    for i, (name, (fig, mfig)) in enumerate(figures.items()):
-        parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
+    for name, (_, mfig) in figs.items():
+        if mfig is None:
+            continue
         panels = len([a for a in mfig.axes if a.get_label() != "<colorbar>"])
         mfig.set_size_inches(max(9.0, 3.2 * panels + 2.0) if name == "slice" else 9.0, 5.5)
         mfig.savefig(out_dir / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(mfig)
-    html = "<!doctype html><html><head><meta charset='utf-8'><title>{}</title></head><body>{}</body></html>"
-    (out_dir / "search.html").write_text(html.format(_escape(title), "\n".join(parts)))
-    return list(figures)
+    body = "\n".join([f"<h1>{_escape(title)}</h1>", *plotly_parts([f for f, _ in figs.values()])])
+    head = f"<meta charset='utf-8'><title>{_escape(title)}</title>"
+    (out_dir / "search.html").write_text(
+        f"<!doctype html><html><head>{head}</head><body>{body}</body></html>"
+    )
+    return list(figs)
+
+
+def search_charts(study: Any, out_dir: Path, title: str) -> list[str]:
+    """Write ``search.html`` and one PNG per chart into ``out_dir``; the names of the charts drawn."""
+    return write_charts(figures(study), out_dir, title)
 
 
 def _escape(text: str) -> str:
@@ -132,13 +159,13 @@ def log_search_charts(
     metric: str,
     mode: str,
     sweep: str,
-) -> list[str]:
-    """Draw the charts of ``board`` and log them under ``charts/`` on the parent run; what was drawn."""
+) -> dict[str, Any]:
+    """Draw the charts of ``board``, log them under ``charts/`` on the parent run; name -> plotly figure."""
     if not space:
-        return []
+        return {}
     study = study_from_board(board, space, metric, mode)
+    figs = figures(study)
     with tempfile.TemporaryDirectory(prefix="charts-") as tmp:
-        drawn = search_charts(study, Path(tmp), f"{sweep}: {metric} ({mode}) over {len(study.trials)} trials")
-        if drawn:
+        if write_charts(figs, Path(tmp), f"{sweep}: {metric} ({mode}) over {len(study.trials)} trials"):
             client.log_artifacts(run_id, tmp, "charts")
-    return drawn
+    return {name: fig for name, (fig, _) in figs.items()}

@@ -92,15 +92,26 @@ def run(
     spec: Annotated[Path, typer.Argument(help="Sweep file (YAML).")],
     workdir: Workdir = DEFAULT_WORKDIR,
     set_: Annotated[list[str], typer.Option("--set", help="Override KEY=VALUE (dotted), repeatable.")] = [],  # noqa: B006
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray worker logs.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Ray's, MLflow's and the workers' own output here instead of in the log file.",
+        ),
+    ] = False,
 ) -> None:
-    """Run the sweep (or resume it if this work directory already holds it) and print the leaderboard."""
-    from orchestrator.runner import run_sweep
+    """Run the sweep (or resume it if this work directory already holds it) and print the leaderboard.
+
+    On a terminal a live panel shows trials done / running / pending, elapsed time, ETA and the
+    best value so far; elsewhere one plain line per trial event. The libraries' own output goes to
+    WORKDIR/logs/SWEEP.log (printed at the start) unless --verbose.
+    """
     from orchestrator.spec import SpecError
 
     r = _load(spec, set_, workdir)
     try:
-        outcome = run_sweep(r, out, verbose=verbose)
+        outcome = _run_quietly(r, verbose)
     except SpecError as exc:
         raise _bad(exc.lines) from None
     board = outcome.board
@@ -114,7 +125,7 @@ def run(
 
     stats = config_stats(board, r.spec.search.metric)
     _print_board(board, r.spec.search.metric, list(r.space), stats=stats)
-    best = board[0]
+    best = next((c for c in outcome.ranked if c.checkpoint), board[0])  # as `best` and `promote` choose
     if len(stats[best.config_id].trials) > 1:
         out.print(
             styled(
@@ -135,7 +146,29 @@ def run(
     )
     out.print(styled(("checkpoint", "bold"), f" {best.checkpoint}"))
     wd = "" if r.workdir == DEFAULT_WORKDIR.resolve() else f" --workdir {workdir}"
-    out.print(f"next: orchestrator best{wd} --sweep {r.spec.name} --json   |   orchestrator ui{wd}")
+    out.print(
+        f"next: orchestrator best{wd} --sweep {r.spec.name} --json   |   orchestrator ui{wd}"
+        f"   |   orchestrator report{wd} --sweep {r.spec.name}"
+    )
+
+
+def _run_quietly(r: Any, verbose: bool) -> Any:
+    """``run_sweep`` with third-party output in the sweep's log file (or here, with --verbose)."""
+    from orchestrator.console import third_party_to
+    from orchestrator.runner import run_sweep
+
+    if verbose:
+        return run_sweep(r, out, verbose=True)
+    log = r.workdir / "logs" / f"{r.spec.name}.log"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # an unwritable work directory: run_sweep says so in one line
+        return run_sweep(r, out, verbose=False)
+    out.print(
+        styled(("log", "bold"), f" {log}  (Ray, MLflow and library messages; --verbose shows them here)")
+    )
+    with third_party_to(log, f"orchestrator run {r.spec_path}") as console:
+        return run_sweep(r, console, verbose=False)
 
 
 def _print_board(
@@ -364,6 +397,49 @@ def best(
         )
     )
     out.print(styled(("checkpoint", "bold"), f" {choice.checkpoint}"))
+
+
+@app.command()
+def report(
+    sweep: Annotated[str, typer.Option("--sweep", "-s", help="Sweep name (= MLflow experiment).")],
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", "-w", help="Work directory of the sweep.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI.")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write it [default: ./SWEEP-report.html].")
+    ] = None,
+    ui_url: Annotated[
+        str,
+        typer.Option("--ui-url", help="MLflow UI base URL the page links to (orchestrator ui's default)."),
+    ] = "http://127.0.0.1:5000",
+) -> None:
+    """Write one self-contained HTML page about a sweep (leaderboard, charts, best trial, MLflow links).
+
+    It opens offline and can be mailed or attached to a ticket; it is also logged on the sweep's
+    parent run as report.html.
+    """
+    from orchestrator.report import write_report
+    from orchestrator.selection import SelectionError
+    from orchestrator.store import tracking_client
+
+    started = time.perf_counter()
+    client = tracking_client(_tracking_uri(workdir, tracking_uri))
+    target = out_file or Path(f"{sweep}-report.html")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            page = write_report(client, sweep, target, ui=ui_url)
+    except SelectionError as exc:
+        raise _bad(str(exc)) from None
+    except OSError as exc:
+        raise _bad(f"--out {target}: cannot write ({exc.strerror or exc}); choose another path") from None
+    took = time.perf_counter() - started
+    out.print(
+        styled(
+            ("report", "bold"),
+            f" {target} ({len(page.encode()) / 1e6:.1f} MB, {took:.1f} s); also on the sweep's parent run as report.html",
+        )
+    )
 
 
 def _best_json(sweep: str, sweep_run: Any, choice: Any, stats: dict) -> dict[str, Any]:
@@ -627,7 +703,7 @@ def ui(
     Prints one link per sweep that lands on its trial runs, sorted by the metric, with the
     searched knobs as columns.
     """
-    from orchestrator.browse import runs_url
+    from orchestrator.browse import artifact_url, runs_url
     from orchestrator.listing import list_sweeps
     from orchestrator.store import tracking_client
 
@@ -637,11 +713,13 @@ def ui(
     artifacts = (workdir.resolve() / "mlartifacts").as_uri()
     base = f"http://{host}:{port}"
     out.print(f"MLflow UI on {base}  (store {uri}); Ctrl-C to stop")
-    links = {}
+    links, charts = {}, {}
     for row in list_sweeps(client):
         links.setdefault(row.sweep, runs_url(base, row.experiment_id))
+        charts.setdefault(row.sweep, artifact_url(base, row.experiment_id, row.run_id, "report.html"))
     for name, link in links.items():
         out.print(f"  {name}: {link}")
+        out.print(f"  {' ' * len(name)}  report and charts: {charts[name]}")
     if open_ and links:
         _open_when_up(base, next(iter(links.values())))
     os.execv(

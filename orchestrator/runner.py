@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,19 @@ from orchestrator.cluster import (
 )
 from orchestrator.console import styled
 from orchestrator.locations import check_writable
-from orchestrator.progress import ProgressCallback
+from orchestrator.progress import ProgressCallback, SweepProgress, showing
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.selection import Candidate, best_per_trial, candidates, config_stats
 from orchestrator.spec import SpecError
 from orchestrator.sweep_cache import drop_prefix_features, prepare_sweep_cache
-from orchestrator.tracking import SweepRecorder, TrialRecorderCallback, artifact_root_for, library_versions
+from orchestrator.tracking import (
+    TAGS,
+    SweepRecorder,
+    TrialRecorderCallback,
+    artifact_root_for,
+    library_versions,
+)
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import DefineByRun
 from trainables.config import TaskConfig
@@ -182,6 +188,7 @@ def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
 class SweepOutcome:
     status: str  # the parent run's final MLflow status: FINISHED, KILLED (interrupted) or FAILED
     board: list[Candidate]  # each trial's best epoch, best first
+    ranked: list[Candidate] = field(default_factory=list)  # every (trial, epoch), best first
 
 
 def _check_resume(r: ResolvedSweep, snapshot: dict[str, Any]) -> bool:
@@ -393,12 +400,7 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
                 metric=search.metric,
                 mode=str(search.mode),
             ),
-            ProgressCallback(
-                console,
-                metric=search.metric,
-                searched=[*r.space, *(["seed"] if len(r.plan.seeds) > 1 else [])],
-                num_trials=r.plan.trials,
-            ),
+            ProgressCallback(),
             ResumeStateRetention(setup.train_root),
         ]
         if resuming and tune.Tuner.can_restore(exp_path):
@@ -412,6 +414,27 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _progress(r: ResolvedSweep, recorder: SweepRecorder, console: Console) -> SweepProgress:
+    """The progress display, counting the trials a resumed sweep already ended and its best so far."""
+    search = r.spec.search
+    progress = SweepProgress(
+        console,
+        metric=search.metric,
+        mode=str(search.mode),
+        searched=[*r.space, *(["seed"] if len(r.plan.seeds) > 1 else [])],
+        total=r.plan.trials,
+        epochs=r.spec.train.epochs,
+    )
+    ended = [c for c in recorder.children() if c.info.status in ("FINISHED", "KILLED", "FAILED")]
+    ended = [c for c in ended if c.data.tags.get(TAGS.ROLE) == "trial"]
+    progress.done = len(ended)
+    for c in ended:
+        value = c.data.metrics.get(f"best_{search.metric}")
+        if value is not None and progress.better(value):
+            progress.best = (value, c.data.tags.get(TAGS.TRIAL_ID, c.info.run_name))
+    return progress
 
 
 def _report_disk(exp_path: str, recorder: SweepRecorder, parent_id: str, console: Console) -> None:
@@ -428,16 +451,19 @@ def _fit(
     metric, exp_path = r.spec.search.metric, r.experiment_path
     status = "FAILED"
     try:
-        results = tuner.fit()
+        with showing(_progress(r, recorder, console)):
+            results = tuner.fit()
         # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted.
         unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < r.plan.trials
         errors = [res for res in results if res.error is not None]
         status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
     finally:
-        board = best_per_trial(candidates(recorder.client, recorder.client.get_run(parent_id)))
+        ranked = candidates(recorder.client, recorder.client.get_run(parent_id))
+        board = best_per_trial(ranked)
+        charts: dict[str, Any] = {}
         if board:
             _record_leaderboard(recorder, parent_id, board, metric)
-            _record_charts(r, recorder, parent_id, board, console)
+            charts = _record_charts(r, recorder, parent_id, board, console)
         if status == "FINISHED":  # a resume would read them; a finished sweep has no use for them
             freed = drop_prefix_features(exp_path)
             if freed:
@@ -446,7 +472,29 @@ def _fit(
                 )
         _report_disk(exp_path, recorder, parent_id, console)
         recorder.close(status)
-    return SweepOutcome(status, board)
+        if board:
+            _record_report(r, recorder, parent_id, ranked, charts, console)
+    return SweepOutcome(status, board, ranked)
+
+
+def _record_report(
+    r: ResolvedSweep,
+    recorder: SweepRecorder,
+    parent_id: str,
+    ranked: list[Candidate],
+    charts: dict[str, Any],
+    console: Console,
+) -> None:
+    """``report.html`` on the (closed) parent run, from the charts just drawn; never fails the sweep."""
+    from orchestrator.report import REPORT_ARTIFACT, write_report
+
+    try:
+        sweep_run = recorder.client.get_run(parent_id)
+        write_report(recorder.client, r.spec.name, None, sweep_run=sweep_run, ranked=ranked, charts=charts)
+    except Exception as exc:  # a page about the results: they are recorded either way
+        console.print(styled(("report", "bold"), f" not written ({type(exc).__name__}: {str(exc)[:200]})"))
+        return
+    console.print(styled(("report", "bold"), f" {REPORT_ARTIFACT} on the parent run (orchestrator report)"))
 
 
 def _replace_table(client: Any, run_id: str, frame: pd.DataFrame, path: str) -> None:
@@ -464,7 +512,7 @@ def _replace_table(client: Any, run_id: str, frame: pd.DataFrame, path: str) -> 
 
 def _record_charts(
     r: ResolvedSweep, recorder: SweepRecorder, parent_id: str, board: list[Candidate], console: Console
-) -> None:
+) -> dict[str, Any]:
     """The search's charts on the parent run (rebuilt on every finish or resume); never fails the sweep."""
     from orchestrator.charts import log_search_charts
 
@@ -475,11 +523,12 @@ def _record_charts(
         )
     except Exception as exc:  # a chart is a picture: the sweep's results are recorded either way
         console.print(styled(("charts", "bold"), f" not drawn ({type(exc).__name__}: {str(exc)[:200]})"))
-        return
+        return {}
     if drawn:
         console.print(
             styled(("charts", "bold"), f" {', '.join(drawn)} on the parent run (charts/search.html)")
         )
+    return drawn
 
 
 def _record_leaderboard(recorder: SweepRecorder, parent_id: str, board: list[Candidate], metric: str) -> None:

@@ -57,6 +57,17 @@ def test_progress_and_leaderboard_printed(sweep):
     _, _, proc = sweep
     assert "started" in proc.stdout and "epoch 1/3" in proc.stdout
     assert "leaderboard" in proc.stdout and "best trial" in proc.stdout
+    assert "[3/3 done, 0 running, 0 pending | elapsed" in proc.stdout  # not a terminal: plain lines
+
+
+def test_library_output_goes_to_the_log_file_not_the_console(sweep):
+    _, workdir, proc = sweep
+    log = workdir / "logs" / "e2e.log"
+    assert f"log {log}" in proc.stdout
+    noise = "Creating initial MLflow database tables"  # MLflow's migration lines, logged to stderr
+    assert noise in log.read_text()
+    assert noise not in proc.stdout + proc.stderr
+    assert "WARNING" not in proc.stdout + proc.stderr and "INFO" not in proc.stdout + proc.stderr
 
 
 def test_mlflow_layout(sweep):
