@@ -23,10 +23,28 @@ from typing import Any
 
 from search_spaces.domains import Choice, IntRange
 
-__all__ = ["ENUMERATION_LIMIT", "TrialPlan", "config_id", "derived_seeds", "finite_size", "plan_trials"]
+__all__ = [
+    "ENUMERATION_LIMIT",
+    "RESUME_KEY",
+    "SEED_KEY",
+    "TrialPlan",
+    "config_id",
+    "derived_seeds",
+    "finite_size",
+    "plan_trials",
+    "trial_key",
+]
 
 ENUMERATION_LIMIT = 100_000  # finite spaces larger than this are sampled like continuous ones
 SEED_KEY = "seed"
+# A resumed trial's own id, in the config Tune gets for it: its Train run, checkpoints and MLflow
+# run are found by this id (the new Tune trial that carries it has another one). Not a knob.
+RESUME_KEY = "resume_of_trial"
+
+
+def trial_key(trial: Any) -> str:
+    """The id a Tune trial is recorded under: its own, or the one it resumes (``RESUME_KEY``)."""
+    return str((trial.config or {}).get(RESUME_KEY) or trial.trial_id)
 
 
 def derived_seeds(train_seed: int, search_seed: int, repeats: int) -> list[int]:
@@ -44,7 +62,7 @@ def derived_seeds(train_seed: int, search_seed: int, repeats: int) -> list[int]:
 
 def config_id(config: dict[str, Any]) -> str:
     """A stable id of a trial's config without its seed (the same for every repeat of it)."""
-    items = {k: v for k, v in config.items() if k != SEED_KEY}
+    items = {k: v for k, v in config.items() if k not in (SEED_KEY, RESUME_KEY)}
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

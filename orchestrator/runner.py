@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -488,13 +489,19 @@ def _record_report(
     """``report.html`` on the (closed) parent run, from the charts just drawn; never fails the sweep."""
     from orchestrator.report import REPORT_ARTIFACT, write_report
 
+    started = time.perf_counter()
     try:
         sweep_run = recorder.client.get_run(parent_id)
         write_report(recorder.client, r.spec.name, None, sweep_run=sweep_run, ranked=ranked, charts=charts)
     except Exception as exc:  # a page about the results: they are recorded either way
         console.print(styled(("report", "bold"), f" not written ({type(exc).__name__}: {str(exc)[:200]})"))
         return
-    console.print(styled(("report", "bold"), f" {REPORT_ARTIFACT} on the parent run (orchestrator report)"))
+    took = time.perf_counter() - started
+    console.print(
+        styled(
+            ("report", "bold"), f" {REPORT_ARTIFACT} on the parent run ({took:.1f} s; orchestrator report)"
+        )
+    )
 
 
 def _replace_table(client: Any, run_id: str, frame: pd.DataFrame, path: str) -> None:
@@ -517,6 +524,7 @@ def _record_charts(
     from orchestrator.charts import log_search_charts
 
     search = r.spec.search
+    started = time.perf_counter()
     try:
         drawn = log_search_charts(
             recorder.client, parent_id, board, r.space, search.metric, str(search.mode), r.spec.name
@@ -526,7 +534,11 @@ def _record_charts(
         return {}
     if drawn:
         console.print(
-            styled(("charts", "bold"), f" {', '.join(drawn)} on the parent run (charts/search.html)")
+            styled(
+                ("charts", "bold"),
+                f" {', '.join(drawn)} on the parent run (charts/search.html, "
+                f"{time.perf_counter() - started:.1f} s)",
+            )
         )
     return drawn
 

@@ -10,10 +10,14 @@ with Optuna's ``BruteForceSampler``) or nothing at all (a fixed-config sweep):
   (a config whose seeds all failed is told as failed);
 * when the plan's configs are sampled (or the space is exhausted) it answers ``FINISHED``.
 
-Tune saves it with the experiment (:meth:`PlannedSearch.save`) as JSON, never a pickle: the
-configs handed out, their seeds, what they reported, and Optuna's view of each (params and
-distributions). A resume reads it back and replays the finished configs into Optuna's study,
-so no config is sampled again and TPE keeps its history.
+Its state is JSON, never a pickle, written to the sweep's storage after every change
+(:data:`STATE_FILE`): the configs handed out, their seeds, what they reported, Optuna's view of
+each (params and distributions), and the trials handed out but not ended (or ended in an
+error). A resume builds a fresh Tuner around :meth:`PlannedSearch.resume_from` that state: the
+finished configs are replayed into Optuna's study (no config is sampled again, TPE keeps its
+history), and the unfinished trials are handed out first, each with ``RESUME_KEY`` = its own
+id, so it continues from its own checkpoints in its own MLflow run. Nothing Tune pickled into
+the storage (``tuner.pkl``, searcher and experiment state) is ever read.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from orchestrator.plan import SEED_KEY, TrialPlan, config_id
+from orchestrator.plan import RESUME_KEY, SEED_KEY, TrialPlan, config_id
 
-__all__ = ["MAX_RESAMPLES", "Enumeration", "PlannedSearch", "planned_search"]
+__all__ = ["MAX_RESAMPLES", "STATE_FILE", "Enumeration", "PlannedSearch", "planned_search"]
 
 MAX_RESAMPLES = 50
+STATE_FILE = "orchestrator-search.json"  # in the sweep's experiment directory
 
 
 class Enumeration(optuna.samplers.BruteForceSampler):
@@ -56,13 +61,19 @@ class _Config:
 
 
 class PlannedSearch(Searcher):
-    def __init__(self, inner: Searcher | None, plan: TrialPlan, *, metric: str, mode: str):
+    def __init__(
+        self, inner: Searcher | None, plan: TrialPlan, *, metric: str, mode: str, state_uri: str | None = None
+    ):
         super().__init__(metric=metric, mode=mode)
         self.inner, self.seeds, self.configs = inner, list(plan.seeds), plan.configs
+        self.state_uri = state_uri  # where the state is written after every change (None: nowhere)
         self._asked = 0  # configs asked of Optuna, duplicates included
         self._sampled: dict[str, _Config] = {}  # config key -> what its seeds report
         self._queue: list[tuple[str, int]] = []  # (config key, seed) still to hand out
-        self._trials: dict[str, str] = {}  # Tune trial id -> config key
+        self._trials: dict[str, tuple[str, int]] = {}  # trial id -> (config key, seed), not ended
+        self._failed: dict[str, tuple[str, int]] = {}  # trial id -> (config key, seed), ended in error
+        self._resume: list[tuple[str, str, int]] = []  # (trial id, key, seed) to hand out first
+        self._ids: dict[str, str] = {}  # Tune trial id -> the trial id it resumes
         self.exhausted = False  # the space ran out of new configs before the plan did
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
@@ -87,23 +98,31 @@ class PlannedSearch(Searcher):
         return None
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._resume:  # unfinished trials of the sweep before it was interrupted
+            resumed, key, seed = self._resume.pop(0)
+            self._ids[trial_id] = resumed
+            self._trials[resumed] = (key, seed)
+            self._persist()
+            return {**self._sampled[key].config, SEED_KEY: seed, RESUME_KEY: resumed}
         if not self._queue:
             if len(self._sampled) >= self.configs:
                 return Searcher.FINISHED
             key = self._next_config()
             if key is None:
                 self.exhausted = True
+                self._persist()
                 return Searcher.FINISHED
             self._queue = [(key, seed) for seed in self.seeds]
         key, seed = self._queue.pop(0)
-        self._trials[trial_id] = key
+        self._trials[trial_id] = (key, seed)
+        self._persist()
         return {**self._sampled[key].config, SEED_KEY: seed}
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        key = self._trials.get(trial_id)
-        if key is None or self.inner is None or len(self.seeds) > 1:
+        handed = self._trials.get(self._ids.get(trial_id, trial_id))
+        if handed is None or self.inner is None or len(self.seeds) > 1:
             return
-        inner_id = self._sampled[key].inner_id
+        inner_id = self._sampled[handed[0]].inner_id
         if inner_id in getattr(self.inner, "_ot_trials", {}):  # not for configs asked before a resume
             self.inner.on_trial_result(inner_id, result)
 
@@ -120,15 +139,19 @@ class PlannedSearch(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        key = self._trials.pop(trial_id, None)
-        if key is None:
+        own = self._ids.pop(trial_id, trial_id)
+        handed = self._trials.pop(own, None)
+        if handed is None:
             return
-        entry = self._sampled[key]
+        if error:  # a resume trains it again from its last checkpoint
+            self._failed[own] = handed
+        entry = self._sampled[handed[0]]
         entry.pending -= 1
         if not error and result and self.metric in result:
             entry.values.append(float(result[self.metric]))
         if entry.pending == 0 and self.inner is not None:
             self._tell(entry)
+        self._persist()
 
     def _tell(self, entry: _Config) -> None:
         """Tell Optuna a config's mean over its seeds (failed when none reported)."""
@@ -149,25 +172,42 @@ class PlannedSearch(Searcher):
         trial = create_trial(params=entry.params, distributions=dists, value=value, state=state)
         self.inner._ot_study.add_trial(trial)
 
-    def save(self, checkpoint_path: str) -> None:
-        state = {
+    def state(self) -> dict[str, Any]:
+        """What a resume needs, as JSON-able plain values."""
+        return {
             "asked": self._asked,
             "sampled": {k: asdict(v) for k, v in self._sampled.items()},
             "queue": self._queue,
             "trials": self._trials,
+            "failed": self._failed,
             "exhausted": self.exhausted,
         }
+
+    def _persist(self) -> None:
+        if self.state_uri is not None:
+            write_json_atomically(self.state_uri, self.state())
+
+    def save(self, checkpoint_path: str) -> None:  # Tune's own checkpointing; never read back
         with open(checkpoint_path, "w") as f:
-            json.dump(state, f)
+            json.dump(self.state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Read :meth:`save`'s JSON (never a pickle) and replay the finished configs into Optuna."""
+        """Read :meth:`save`'s JSON (never a pickle): see :meth:`resume_from`."""
         with open(checkpoint_path) as f:
-            state = json.load(f)
+            self.resume_from(json.load(f))
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        """Continue the sweep :meth:`state` describes: unfinished and failed trials first, each
+        under its own id; finished configs replayed into Optuna's study."""
         self._asked, self.exhausted = int(state["asked"]), bool(state["exhausted"])
         self._sampled = {k: _Config(**v) for k, v in state["sampled"].items()}
         self._queue = [(k, int(seed)) for k, seed in state["queue"]]
-        self._trials = dict(state["trials"])
+        unfinished = {t: (k, int(seed)) for t, (k, seed) in state["trials"].items()}
+        failed = {t: (k, int(seed)) for t, (k, seed) in state.get("failed", {}).items()}
+        for key, _ in failed.values():
+            self._sampled[key].pending += 1  # counted as ended when it failed; it runs again
+        self._resume = [(t, k, seed) for t, (k, seed) in {**unfinished, **failed}.items()]
+        self._trials, self._failed, self._ids = {}, {}, {}
         study = getattr(self.inner, "_ot_study", None)
         if study is not None and not study.trials:  # a fresh study: give it the sweep's history
             for entry in self._sampled.values():
@@ -175,12 +215,36 @@ class PlannedSearch(Searcher):
                     self._add_to_study(entry, statistics.fmean(entry.values) if entry.values else None)
 
 
-def planned_search(plan: TrialPlan, space_fn: Any, *, metric: str, mode: str, seed: int) -> PlannedSearch:
+def write_json_atomically(uri: str, value: Any) -> None:
+    """Write JSON to a local path (temp file + rename) or an object store (one PUT)."""
+    import os
+    import tempfile
+
+    from trainables.data import filesystem
+
+    text = json.dumps(value)
+    if "://" in uri and not uri.startswith("file://"):
+        fs, path = filesystem(uri)
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+        return
+    path = uri.removeprefix("file://")
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".search-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def planned_search(
+    plan: TrialPlan, space_fn: Any, *, metric: str, mode: str, seed: int, state_uri: str | None = None
+) -> PlannedSearch:
     """The sweep's searcher: none for a fixed config, an enumeration for a small finite space, else TPE."""
     from ray.tune.search.optuna import OptunaSearch
 
     if plan.fixed_config:
-        return PlannedSearch(None, plan, metric=metric, mode=mode)
+        return PlannedSearch(None, plan, metric=metric, mode=mode, state_uri=state_uri)
     if plan.enumerated:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -188,4 +252,4 @@ def planned_search(plan: TrialPlan, space_fn: Any, *, metric: str, mode: str, se
         inner = OptunaSearch(space=space_fn, metric=metric, mode=mode, sampler=sampler)
     else:
         inner = OptunaSearch(space=space_fn, metric=metric, mode=mode, seed=seed)  # TPE, seeded
-    return PlannedSearch(inner, plan, metric=metric, mode=mode)
+    return PlannedSearch(inner, plan, metric=metric, mode=mode, state_uri=state_uri)

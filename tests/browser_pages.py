@@ -54,7 +54,7 @@ def why_no_browser() -> str | None:
 class Seen:
     rows: dict[str, str]  # trial id -> the text of its row in the runs table (every column)
     genai_overview: bool  # whether the GenAI overview was shown instead of the runs table
-    chart_sizes: dict[str, int]  # chart artifact -> the rendered image's natural width in pixels
+    chart_sizes: dict[str, int]  # chart artifact path -> the rendered image's natural width in pixels
     screenshots: list[Path]
 
 
@@ -98,7 +98,9 @@ def look(runs_link: str, chart_links: dict[str, str], trial_ids: list[str], out_
             page.screenshot(path=str(shots[-1]))
             sizes = {}
             for name, link in chart_links.items():
+                page.goto("about:blank")  # a new hash alone would keep the previous image on screen
                 page.goto(link)
+                page.get_by_text(name, exact=True).first.wait_for(timeout=TIMEOUT_MS)  # the viewer's title
                 image = page.locator("img[src^='blob:']").first
                 image.wait_for(timeout=TIMEOUT_MS)
                 page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=TIMEOUT_MS)
@@ -137,8 +139,8 @@ def main(workdir: str, sweep: str, out_dir: str) -> None:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health", proc, "orchestrator ui")
         charts = {
-            name: artifact_url(base, exp.experiment_id, parent.info.run_id, f"charts/{name}")
-            for name in ("slice.png", "parallel_coordinate.png")
+            path: artifact_url(base, exp.experiment_id, parent.info.run_id, path)
+            for path in ("charts/slice.png", "charts/parallel_coordinate.png")
         }
         seen = look(runs_url(base, exp.experiment_id), charts, trials[:8], Path(out_dir))
     finally:

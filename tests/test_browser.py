@@ -65,8 +65,8 @@ def test_a_new_visitor_lands_on_the_trials_and_sees_the_charts(sweep, tmp_path):
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health", ui, "orchestrator ui")
         charts = {
-            name: artifact_url(base, exp.experiment_id, parent.info.run_id, f"charts/{name}")
-            for name in ("optimization_history.png", "slice.png")
+            path: artifact_url(base, exp.experiment_id, parent.info.run_id, path)
+            for path in ("charts/optimization_history.png", "charts/slice.png")
         }
         runs_link = next(
             line.split(": ", 1)[1] for line in _first_lines(ui) if line.strip().startswith("e2e:")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from orchestrator.plan import TrialPlan, config_id, derived_seeds, finite_size, plan_trials
+from orchestrator.plan import RESUME_KEY, TrialPlan, config_id, derived_seeds, finite_size, plan_trials
 from orchestrator.resolve import resolve_sweep
-from orchestrator.searcher import MAX_RESAMPLES, PlannedSearch, planned_search
+from orchestrator.searcher import MAX_RESAMPLES, STATE_FILE, PlannedSearch, planned_search
 from orchestrator.space import sample_order
 from orchestrator.spec import SpecError, load_spec
 from orchestrator.tune_space import DefineByRun
@@ -79,8 +79,10 @@ def test_plans():
     assert large.scheduler_line("asha") == "scheduler asha"
 
 
-def _searcher(space, plan) -> PlannedSearch:
-    s = planned_search(plan, DefineByRun(space, {}, {}), metric="eval_accuracy", mode="max", seed=0)
+def _searcher(space, plan, state_uri=None) -> PlannedSearch:
+    s = planned_search(
+        plan, DefineByRun(space, {}, {}), metric="eval_accuracy", mode="max", seed=0, state_uri=state_uri
+    )
     s.set_search_properties("eval_accuracy", "max", {})
     return s
 
@@ -161,12 +163,34 @@ def test_a_config_whose_seeds_span_a_resume_is_told_once_with_their_mean(tmp_pat
     restored = _searcher(space, _plan(space, 2, repeats=2))
     restored.restore(str(tmp_path / "s.json"))
     assert restored.inner._ot_study.trials == []  # unfinished: not told yet
-    restored.on_trial_result("t1", {"eval_accuracy": 0.8, "epoch": 1})  # reports from the resumed seed
-    restored.on_trial_complete("t1", {"eval_accuracy": 0.8})  # ... and it finishes
+    again = restored.suggest("n0")  # a new Tune trial that continues t1 (its checkpoints, its run)
+    assert again == {**b, RESUME_KEY: "t1"}
+    restored.on_trial_result("n0", {"eval_accuracy": 0.8, "epoch": 1})  # reports from the resumed seed
+    restored.on_trial_complete("n0", {"eval_accuracy": 0.8})  # ... and it finishes
     trials = restored.inner._ot_study.trials
     assert len(trials) == 1 and trials[0].value == pytest.approx(0.7)
     assert trials[0].params["learning_rate"] == a["learning_rate"]
-    assert restored.suggest("t2") == "FINISHED"
+    assert restored.suggest("n1") == "FINISHED"
+
+
+def test_state_is_written_after_every_change_and_failed_trials_run_again(tmp_path):
+    """What a resume reads: the JSON the searcher keeps current (Tune's pickles are never read)."""
+    space = {"learning_rate": [LR]}
+    path = tmp_path / "exp" / STATE_FILE
+    searcher = _searcher(space, _plan(space, 3), state_uri=str(path))
+    first, second = searcher.suggest("t0"), searcher.suggest("t1")
+    assert set(json.loads(path.read_text())["trials"]) == {"t0", "t1"}  # handed out: written at once
+    searcher.on_trial_complete("t0", {"eval_accuracy": 0.6})
+    searcher.on_trial_complete("t1", error=True)
+    state = json.loads(path.read_text())
+    assert state["trials"] == {} and set(state["failed"]) == {"t1"}
+    restored = _searcher(space, _plan(space, 3))
+    restored.resume_from(state)
+    assert restored.suggest("n0") == {**second, RESUME_KEY: "t1"}  # the failed trial, from its checkpoint
+    assert [t.value for t in restored.inner._ot_study.trials] == [0.6]  # t1's config is not told yet
+    third = restored.suggest("n1")
+    assert RESUME_KEY not in third and config_id(third) not in {config_id(first), config_id(second)}
+    assert restored.suggest("n2") == "FINISHED"
 
 
 def test_fixed_config_is_one_config_with_a_seed_per_trial():
