@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.console import styled
+from orchestrator.plan import trial_key
 from search_spaces import objectives as M
 
 __all__ = ["ProgressCallback", "SweepProgress", "describe_config", "showing"]
@@ -199,22 +200,22 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if (p := _active()) is not None:
-            p.trial_started(trial.trial_id, trial.config)
+            p.trial_started(trial_key(trial), trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if (p := _active()) is not None:
-            p.trial_result(trial.trial_id, trial.config, result)
+            p.trial_result(trial_key(trial), trial.config, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if (p := _active()) is not None:
             last = (trial.last_result or {}).get(M.EPOCH, 0)
             early = last < trial.config.get("epochs", last)
             how = "stopped early (ASHA)" if early else "finished"
-            p.trial_ended(trial.trial_id, trial.config, f"{how} at epoch {last}")
+            p.trial_ended(trial_key(trial), trial.config, f"{how} at epoch {last}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if (p := _active()) is not None:
             error = str(trial.get_error() or "").strip().splitlines()
             p.trial_ended(
-                trial.trial_id, trial.config, f": {error[-1] if error else 'unknown error'}", failed=True
+                trial_key(trial), trial.config, f": {error[-1] if error else 'unknown error'}", failed=True
             )

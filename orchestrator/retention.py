@@ -16,6 +16,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.plan import trial_key
 from trainables.checkpoints import RESUME_FILE
 from trainables.data import filesystem
 
@@ -46,10 +47,10 @@ class ResumeStateRetention(Callback):
     def on_trial_result(self, iteration, trials, trial, result: dict[str, Any], **info) -> None:
         latest = result.get("checkpoint_path")
         if latest:  # a repeated report after a resume carries no checkpoint: nothing new to keep
-            self._prune(trial.trial_id, str(latest))
+            self._prune(trial_key(trial), str(latest))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._prune(trial.trial_id, None)
+        self._prune(trial_key(trial), None)
 
 
 def disk_usage_line(nbytes: int) -> str:

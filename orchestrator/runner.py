@@ -35,6 +35,7 @@ from orchestrator.locations import check_writable
 from orchestrator.progress import ProgressCallback, SweepProgress, showing
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
+from orchestrator.searcher import STATE_FILE
 from orchestrator.selection import Candidate, best_per_trial, candidates, config_stats
 from orchestrator.spec import SpecError
 from orchestrator.sweep_cache import drop_prefix_features, prepare_sweep_cache
@@ -282,12 +283,28 @@ def _scheduler(r: ResolvedSweep) -> Any:
     )
 
 
-def _new_tuner(r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: int) -> Any:
+def _new_tuner(
+    r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: int, resume: dict[str, Any] | None
+) -> Any:
+    """The sweep's Tuner; with ``resume`` (the searcher's saved state) it continues that sweep."""
     from ray import tune
 
     from orchestrator.searcher import planned_search
 
     search = r.spec.search
+    # Optuna over a define-by-run space (conditional knobs): TPE, seeded, or an enumeration of
+    # a small finite space; every config once, with each seed of the plan
+    searcher = planned_search(
+        r.plan,
+        DefineByRun(r.space, r.fixed, r.fallback),
+        metric=search.metric,
+        mode=str(search.mode),
+        seed=search.seed,
+        state_uri=f"{r.experiment_path}/{STATE_FILE}",
+    )
+    if resume is not None:
+        searcher.set_search_properties(search.metric, str(search.mode), dict(r.fixed))
+        searcher.resume_from(resume)
     return tune.Tuner(
         trainable,
         param_space=dict(r.fixed),  # constants; the searcher samples the rest
@@ -296,15 +313,7 @@ def _new_tuner(r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: i
             mode=search.mode,
             num_samples=r.plan.trials,
             max_concurrent_trials=concurrency,
-            # Optuna over a define-by-run space (conditional knobs): TPE, seeded, or an
-            # enumeration of a small finite space; every config once, with each seed of the plan
-            search_alg=planned_search(
-                r.plan,
-                DefineByRun(r.space, r.fixed, r.fallback),
-                metric=search.metric,
-                mode=str(search.mode),
-                seed=search.seed,
-            ),
+            search_alg=searcher,
             scheduler=_scheduler(r),
             reuse_actors=False,
         ),
@@ -404,13 +413,10 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             ProgressCallback(),
             ResumeStateRetention(setup.train_root),
         ]
-        if resuming and tune.Tuner.can_restore(exp_path):
-            # The pickled RunConfig brings back the same (picklable) callbacks and Optuna state.
-            tuner = tune.Tuner.restore(
-                exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            tuner = _new_tuner(r, trainable, callbacks, concurrency)
+        # A resume is a new Tuner around the searcher's own JSON state: nothing Tune pickled
+        # into the storage (tuner.pkl, searcher and experiment state) is ever read back.
+        state = _read_text(f"{exp_path}/{STATE_FILE}") if resuming else None
+        tuner = _new_tuner(r, trainable, callbacks, concurrency, json.loads(state) if state else None)
         return _fit(tuner, r, recorder, parent_id, console)
     finally:
         if started_ray:
@@ -453,11 +459,14 @@ def _fit(
     status = "FAILED"
     try:
         with showing(_progress(r, recorder, console)):
-            results = tuner.fit()
-        # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted.
-        unfinished = recorder.children(status="RUNNING") or len(recorder.children()) < r.plan.trials
-        errors = [res for res in results if res.error is not None]
-        status = "KILLED" if unfinished else ("FAILED" if len(errors) == len(results) else "FINISHED")
+            tuner.fit()
+        # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted
+        # (a resume's Tuner sees only the trials it ran: the record holds the whole sweep).
+        trials = [c for c in recorder.children() if c.data.tags.get(TAGS.ROLE) == "trial"]
+        statuses = [c.info.status for c in trials]
+        unfinished = "RUNNING" in statuses or len(trials) < r.plan.trials
+        all_failed = bool(statuses) and all(st == "FAILED" for st in statuses)
+        status = "KILLED" if unfinished else ("FAILED" if all_failed else "FINISHED")
     finally:
         ranked = candidates(recorder.client, recorder.client.get_run(parent_id))
         board = best_per_trial(ranked)

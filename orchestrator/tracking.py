@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from orchestrator.plan import trial_key
 from orchestrator.store import prepare_store
 from search_spaces import objectives as M
 
@@ -64,6 +65,13 @@ def artifact_root_for(tracking_uri: str, workdir: Path) -> str | None:
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         return (workdir / "mlartifacts").as_uri()
     return None
+
+
+def _knobs(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config as params: its knobs, without the id of the trial it resumes."""
+    from orchestrator.plan import RESUME_KEY
+
+    return {k: v for k, v in config.items() if k != RESUME_KEY}
 
 
 def _params(values: dict[str, Any]) -> list[Param]:
@@ -180,10 +188,10 @@ class TrialRecorderCallback(tune.Callback):
         return self._client
 
     def _child(self, trial) -> str:
-        from orchestrator.plan import config_id
+        from orchestrator.plan import config_id, trial_key
         from orchestrator.trial import train_run_name
 
-        trial_id = trial.trial_id
+        trial_id = trial_key(trial)  # a resumed trial is recorded in the run of the trial it continues
         if trial_id in self._runs:
             return self._runs[trial_id]
         found = self.client.search_runs(
@@ -191,9 +199,11 @@ class TrialRecorderCallback(tune.Callback):
             filter_string=f"tags.`{TAGS.PARENT}` = '{self.parent_run_id}' and tags.`{TAGS.TRIAL_ID}` = '{trial_id}'",
             max_results=1,
         )
-        if found:  # re-attach after a restore or a trial retry
+        if found:  # re-attach after a resume or a trial retry
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            if TAGS.ERROR in found[0].data.tags:  # a failed trial trained again
+                self.client.delete_tag(run_id, TAGS.ERROR)
             history = self.client.get_metric_history(run_id, M.EPOCH)
             self._logged_epochs[trial_id] = {int(m.step) for m in history}
             best = self.client.get_metric_history(run_id, f"best_{self.metric}")
@@ -212,7 +222,7 @@ class TrialRecorderCallback(tune.Callback):
                     TAGS.CONFIG_ID: config_id(trial.config),
                 },
             ).info.run_id
-            self.client.log_batch(run_id, params=_params(trial.config))
+            self.client.log_batch(run_id, params=_params(_knobs(trial.config)))
             self._logged_epochs[trial_id] = set()
         self._runs[trial_id] = run_id
         return run_id
@@ -223,15 +233,14 @@ class TrialRecorderCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self._child(trial)
         epoch = int(result.get(M.EPOCH, 0))
-        if epoch in self._logged_epochs[trial.trial_id]:
+        key = trial_key(trial)
+        if epoch in self._logged_epochs[key]:
             return  # re-reported after a resume: keep the history free of duplicates
-        self._logged_epochs[trial.trial_id].add(epoch)
+        self._logged_epochs[key].add(epoch)
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(result[k]), now, epoch) for k in M.REPORTED_METRICS if k in result]
         if self.metric in result:
-            metrics.append(
-                Metric(f"best_{self.metric}", self._improve(trial.trial_id, result[self.metric]), now, epoch)
-            )
+            metrics.append(Metric(f"best_{self.metric}", self._improve(key, result[self.metric]), now, epoch))
         tags = (
             [RunTag(TAGS.CHECKPOINT, str(result["checkpoint_path"]))] if result.get("checkpoint_path") else []
         )

@@ -95,9 +95,13 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from orchestrator.plan import RESUME_KEY
     from trainables.loop import train_loop_per_worker
 
-    trial_id = ray.tune.get_context().get_trial_id()  # not available inside workers: pass it down
+    # A resumed trial continues the Train run (checkpoints) of the trial it resumes. The id is
+    # not available inside workers: pass it down.
+    trial_id = config.get(RESUME_KEY) or ray.tune.get_context().get_trial_id()
+    config = {k: v for k, v in config.items() if k != RESUME_KEY}
     resources = {"CPU": setup.cpus_per_worker, **setup.worker_resources}
     if setup.gpus_per_worker:
         resources["GPU"] = setup.gpus_per_worker

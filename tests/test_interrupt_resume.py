@@ -1,8 +1,16 @@
-"""Ctrl-C during a sweep, then the same command again: it resumes into the same MLflow runs."""
+"""Ctrl-C during a sweep, then the same command again: it resumes into the same MLflow runs.
+
+Before the resume, every pickle Ray Tune left in the sweep's storage is replaced by a payload
+that would create a file when unpickled, and Tune's experiment state by garbage: the resume
+reads none of them (it rebuilds the sweep from the searcher's JSON state, MLflow and the
+safetensors checkpoints), the payload never runs, and the interrupted trial still continues
+from its last epoch checkpoint.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -40,9 +48,14 @@ def test_interrupt_then_resume(tmp_path):
     statuses = {r.info.run_name: r.info.status for r in client.search_runs([exp])}
     assert "RUNNING" not in statuses.values() and statuses["resume"] == "KILLED"
 
+    marker = tmp_path / "payload-ran"
+    planted = _plant(workdir / "runs" / "resume", marker)
+    assert any(p.name == "tuner.pkl" for p in planted) and any("search" in p.name for p in planted)
+
     again = cli("run", str(path), "--workdir", str(workdir))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming" in again.stdout
+    assert not marker.exists()  # no pickle from the storage was loaded
     runs = client.search_runs([exp])
     parents = [r for r in runs if r.data.tags["orchestrator.role"] == "sweep"]
     children = [r for r in runs if r.data.tags["orchestrator.role"] == "trial"]
@@ -60,3 +73,26 @@ def test_interrupt_then_resume(tmp_path):
     for child in children:  # every epoch recorded at most once, the last one present
         steps = [int(m.step) for m in client.get_metric_history(child.info.run_id, "epoch")]
         assert len(steps) == len(set(steps)) and max(steps) == 2
+    resumed = [
+        m.value for c in children for m in client.get_metric_history(c.info.run_id, "resumed_from_epoch")
+    ]
+    assert max(resumed) >= 1  # the trial that had reported epoch 1 went on from that checkpoint
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(experiment: Path, marker: Path) -> list[Path]:
+    """A code-running pickle in tuner.pkl and in every other pickle Tune wrote; garbage in its JSON state."""
+    payload = pickle.dumps(_Payload(marker))
+    pickles = {*experiment.rglob("*.pkl"), experiment / "tuner.pkl"}
+    for p in pickles:
+        p.write_bytes(payload)
+    for p in experiment.glob("experiment_state*.json"):
+        p.write_text('{"trial_data": "not what Tune wrote"')
+    return sorted(pickles)
