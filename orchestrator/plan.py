@@ -44,7 +44,7 @@ RESUME_KEY = "resume_of_trial"
 
 def trial_key(trial: Any) -> str:
     """The id a Tune trial is recorded under: its own, or the one it resumes (``RESUME_KEY``)."""
-    return str((trial.config or {}).get(RESUME_KEY) or trial.trial_id)
+    return str((getattr(trial, "config", None) or {}).get(RESUME_KEY) or trial.trial_id)
 
 
 def derived_seeds(train_seed: int, search_seed: int, repeats: int) -> list[int]:

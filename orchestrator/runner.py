@@ -1,8 +1,9 @@
 """Run (or resume) a resolved sweep: Ray Tune + Optuna (TPE) + ASHA, recorded in MLflow.
 
 Re-running the same command on the same work directory is idempotent: an interrupted sweep
-resumes (Tune restores its trials and Optuna state, Train resumes each trial from its latest
-checkpoint, MLflow runs are re-attached); a finished one just prints its leaderboard again.
+resumes (a new Tuner around the searcher's JSON state: unfinished and failed trials continue
+their own Train runs from their latest checkpoints, in their own MLflow runs; nothing Tune
+pickled is read), and a finished one just prints its leaderboard again.
 """
 
 from __future__ import annotations
@@ -366,6 +367,11 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         _write_inputs(r, snapshot)
     setup = prepare_sweep_cache(r, _trial_setup(r), console)  # templates encoded, cache sized
 
+    if resuming and _read_text(f"{exp_path}/{STATE_FILE}") is None and _has_trials(setup.train_root):
+        raise SpecError(
+            f"{exp_path} holds trials of sweep '{spec.name}' recorded by an older version without "
+            f"its {STATE_FILE}; run it into a new --workdir (or storage)"
+        )
     started_ray = _init_ray(verbose)
     import ray
     from ray import tune
@@ -421,6 +427,17 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _has_trials(train_root: str) -> bool:
+    """Whether any trial of the sweep has started (its Train run directory exists)."""
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(train_root)
+    try:
+        return bool(fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)))
+    except OSError:
+        return False
 
 
 def _progress(r: ResolvedSweep, recorder: SweepRecorder, console: Console) -> SweepProgress:

@@ -213,3 +213,38 @@ def test_a_promotion_run_is_not_a_candidate(tmp_path):
     }
     client.set_terminated(client.create_run(sweep_run.info.experiment_id, tags=tags).info.run_id)
     assert [c.trial_id for c in candidates(client, sweep_run)] == ["a", "b"]
+
+
+def test_an_epoch_directory_that_was_never_recorded_is_never_a_candidate(tmp_path):
+    """A checkpoint torn by a crash (copied only in part, never reported) is not selectable."""
+    client, _, root = _record(tmp_path, {"a": [{"eval_accuracy": 0.6}, {"eval_accuracy": 0.7}]})
+    torn = root / "train-a" / "epoch-003"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\x00" * 10)
+    ranked = candidates(client, find_sweep_run(client, "sel"))
+    assert sorted(c.epoch for c in ranked) == [1, 2] and ranked[0].epoch == 2
+
+
+def test_a_resumed_trial_is_recorded_in_the_run_it_continues(tmp_path):
+    from orchestrator.plan import RESUME_KEY
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    rec = SweepRecorder(uri, "sel", artifact_root=(tmp_path / "art").as_uri())
+    parent = rec.open_parent(sweep="sel", experiment_path="x", params={"metric": "eval_accuracy"}, tags={})
+    cb = TrialRecorderCallback(uri, rec.experiment_id, parent, sweep="sel", train_root=str(tmp_path))
+    first = TrialStandIn("a")
+    cb.on_trial_start(0, [], first)
+    cb.on_trial_result(0, [], first, {"epoch": 1, "eval_accuracy": 0.5})
+    # the driver died; a new process, a new Tune trial "n0" that continues "a"
+    cb = TrialRecorderCallback(uri, rec.experiment_id, parent, sweep="sel", train_root=str(tmp_path))
+    again = TrialStandIn("n0", config={"epochs": 2, RESUME_KEY: "a"})
+    cb.on_trial_start(0, [], again)
+    cb.on_trial_result(0, [], again, {"epoch": 1, "eval_accuracy": 0.5})  # re-reported: kept once
+    cb.on_trial_result(0, [], again, {"epoch": 2, "eval_accuracy": 0.6})
+    again.last_result = {"epoch": 2}
+    cb.on_trial_complete(0, [], again)
+    children = rec.children()
+    assert [c.data.tags["orchestrator.trial_id"] for c in children] == ["a"]
+    assert children[0].info.status == "FINISHED" and RESUME_KEY not in children[0].data.params
+    steps = [int(m.step) for m in rec.client.get_metric_history(children[0].info.run_id, "eval_accuracy")]
+    assert steps == [1, 2]
