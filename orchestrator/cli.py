@@ -162,6 +162,7 @@ def _run_quietly(r: Any, verbose: bool) -> Any:
     log = r.workdir / "logs" / f"{r.spec.name}.log"
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
+        log.open("a").close()
     except OSError:  # an unwritable work directory: run_sweep says so in one line
         return run_sweep(r, out, verbose=False)
     out.print(

@@ -45,16 +45,16 @@ def third_party_to(log_path: Path, header: str) -> Iterator[Console]:
     restores both descriptors on the way out, Ctrl-C and errors included.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    ours = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log:  # before any dup: nothing to undo if it fails
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n")
         log.flush()
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved_out, saved_err = os.dup(1), os.dup(2)
+        ours = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
         try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
             yield make_console(file=ours)
         finally:
             sys.stdout.flush()

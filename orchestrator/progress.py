@@ -91,16 +91,18 @@ class SweepProgress:
         if not self.epochs_seen or elapsed <= 0:
             return None
         pending = max(self.total - self.done - len(self.running), 0)
-        left = sum(max(self._trial_epochs(r.config) - r.epoch, 0) for r in self.running.values())
+        running = list(self.running.values())  # the live panel's refresh thread reads this too
+        left = sum(max(self._trial_epochs(r.config) - r.epoch, 0) for r in running)
         left += pending * self.epochs
         return left / (self.epochs_seen / elapsed)
 
     def summary(self) -> str:
         """``3/8 done, 2 running, 3 pending | elapsed 2:31, ETA ~4:10 | best eval_accuracy=0.8450 (t1)``."""
-        pending = max(self.total - self.done - len(self.running), 0)
+        running = len(self.running)
+        pending = max(self.total - self.done - running, 0)
         eta = self.eta_seconds()
         parts = [
-            f"{self.done}/{self.total} done, {len(self.running)} running, {pending} pending",
+            f"{self.done}/{self.total} done, {running} running, {pending} pending",
             f"elapsed {clock(time.monotonic() - self.started)}"
             + (f", ETA ~{clock(eta)}" if eta is not None and self.done < self.total else ""),
         ]
@@ -153,7 +155,7 @@ class SweepProgress:
         table = Table(box=None, pad_edge=False, show_header=bool(self.running))
         for col in ("trial", "epoch", self.metric, "config"):
             table.add_column(col)
-        for trial_id, r in sorted(self.running.items()):
+        for trial_id, r in sorted(list(self.running.items())):
             table.add_row(
                 trial_id,
                 f"{r.epoch}/{self._trial_epochs(r.config)}",
@@ -181,6 +183,9 @@ def showing(progress: SweepProgress) -> Iterator[SweepProgress]:
                 console=progress.console,
                 refresh_per_second=1,
                 transient=True,
+                # stdout and stderr are the sweep's log file (third_party_to): keep them there
+                redirect_stdout=False,
+                redirect_stderr=False,
             ) as live:
                 progress.live = live
                 yield progress

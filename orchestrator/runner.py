@@ -367,7 +367,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         _write_inputs(r, snapshot)
     setup = prepare_sweep_cache(r, _trial_setup(r), console)  # templates encoded, cache sized
 
-    if resuming and _read_text(f"{exp_path}/{STATE_FILE}") is None and _has_trials(setup.train_root):
+    state = _search_state(exp_path) if resuming else None  # before anything starts or is written
+    if resuming and state is None and _has_trials(setup.train_root):
         raise SpecError(
             f"{exp_path} holds trials of sweep '{spec.name}' recorded by an older version without "
             f"its {STATE_FILE}; run it into a new --workdir (or storage)"
@@ -421,12 +422,28 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         ]
         # A resume is a new Tuner around the searcher's own JSON state: nothing Tune pickled
         # into the storage (tuner.pkl, searcher and experiment state) is ever read back.
-        state = _read_text(f"{exp_path}/{STATE_FILE}") if resuming else None
-        tuner = _new_tuner(r, trainable, callbacks, concurrency, json.loads(state) if state else None)
+        tuner = _new_tuner(r, trainable, callbacks, concurrency, state)
         return _fit(tuner, r, recorder, parent_id, console)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _search_state(exp_path: str) -> dict[str, Any] | None:
+    """The searcher's saved JSON state (None before the first trial was handed out)."""
+    text = _read_text(f"{exp_path}/{STATE_FILE}")
+    if text is None:
+        return None
+    try:
+        state = json.loads(text)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or not {"asked", "sampled", "queue", "trials"} <= set(state):
+        raise SpecError(
+            f"{exp_path}/{STATE_FILE} is not a search state this version wrote; "
+            "run the sweep into a new --workdir (or storage)"
+        ) from None
+    return state
 
 
 def _has_trials(train_root: str) -> bool:
@@ -452,7 +469,12 @@ def _progress(r: ResolvedSweep, recorder: SweepRecorder, console: Console) -> Sw
         epochs=r.spec.train.epochs,
     )
     ended = [c for c in recorder.children() if c.info.status in ("FINISHED", "KILLED", "FAILED")]
-    ended = [c for c in ended if c.data.tags.get(TAGS.ROLE) == "trial"]
+    ended = [  # interrupted and failed trials run again in this process: not done yet
+        c
+        for c in ended
+        if c.data.tags.get(TAGS.ROLE) == "trial"
+        and c.data.tags.get(TAGS.OUTCOME) not in ("interrupted", "failed")
+    ]
     progress.done = len(ended)
     for c in ended:
         value = c.data.metrics.get(f"best_{search.metric}")

@@ -23,7 +23,9 @@ the storage (``tuner.pkl``, searcher and experiment state) is ever read.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
+import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -105,7 +107,7 @@ class PlannedSearch(Searcher):
             self._persist()
             return {**self._sampled[key].config, SEED_KEY: seed, RESUME_KEY: resumed}
         if not self._queue:
-            if len(self._sampled) >= self.configs:
+            if len(self._sampled) >= self.configs or self.exhausted:
                 return Searcher.FINISHED
             key = self._next_config()
             if key is None:
@@ -178,14 +180,26 @@ class PlannedSearch(Searcher):
             "asked": self._asked,
             "sampled": {k: asdict(v) for k, v in self._sampled.items()},
             "queue": self._queue,
-            "trials": self._trials,
+            # trials still waiting to be resumed are as unfinished as those running
+            "trials": {**{t: (k, seed) for t, k, seed in self._resume}, **self._trials},
             "failed": self._failed,
             "exhausted": self.exhausted,
         }
 
     def _persist(self) -> None:
-        if self.state_uri is not None:
-            write_json_atomically(self.state_uri, self.state())
+        """Write the state; a storage hiccup is retried, then logged (Tune saves it too), never fatal."""
+        if self.state_uri is None:
+            return
+        for attempt in range(3):
+            try:
+                write_json_atomically(self.state_uri, self.state())
+                return
+            except OSError as exc:
+                if attempt == 2:
+                    logging.getLogger(__name__).warning(
+                        "search state not written to %s: %s", self.state_uri, exc
+                    )
+                time.sleep(0.5 * (attempt + 1))
 
     def save(self, checkpoint_path: str) -> None:  # Tune's own checkpointing; never read back
         with open(checkpoint_path, "w") as f:
@@ -234,6 +248,8 @@ def write_json_atomically(uri: str, value: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".search-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the rename must never expose an empty file after a power loss
     os.replace(tmp, path)
 
 

@@ -47,20 +47,15 @@ def test_a_new_visitor_lands_on_the_trials_and_sees_the_charts(sweep, tmp_path):
         if r.data.tags["orchestrator.role"] == "trial"
     }
     port = free_port()
-    ui = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("orchestrator")),
-            "ui",
-            "--workdir",
-            str(workdir),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    printed = tmp_path / "ui.log"  # a file, not a pipe: the server's own lines must never block it
+    with printed.open("w") as log:
+        ui = subprocess.Popen(
+            [str(Path(sys.executable).with_name("orchestrator")), "ui", "--workdir", str(workdir)]
+            + ["--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health", ui, "orchestrator ui")
@@ -68,9 +63,8 @@ def test_a_new_visitor_lands_on_the_trials_and_sees_the_charts(sweep, tmp_path):
             path: artifact_url(base, exp.experiment_id, parent.info.run_id, path)
             for path in ("charts/optimization_history.png", "charts/slice.png")
         }
-        runs_link = next(
-            line.split(": ", 1)[1] for line in _first_lines(ui) if line.strip().startswith("e2e:")
-        )
+        lines = printed.read_text().splitlines()
+        runs_link = next(line.split(": ", 1)[1] for line in lines if line.strip().startswith("e2e:"))
         seen = look(runs_link, charts, list(trials), tmp_path / "screenshots")
     finally:
         stop_group(ui)
@@ -83,13 +77,3 @@ def test_a_new_visitor_lands_on_the_trials_and_sees_the_charts(sweep, tmp_path):
     if keep:
         for shot in seen.screenshots:
             shutil.copy(shot, Path(keep) / shot.name)
-
-
-def _first_lines(proc: subprocess.Popen) -> list[str]:
-    """What `orchestrator ui` printed before handing over to the MLflow server (its link lines)."""
-    lines = []
-    while True:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if not line or "report and charts:" in line:
-            return lines

@@ -88,6 +88,11 @@ def test_kill_9_at_three_moments_then_resume(tmp_path):
             steps = [int(m.step) for m in client.get_metric_history(t.info.run_id, key)]
             assert sorted(steps) == [1, 2], (t.info.run_name, key, steps)
 
+    resumed = [
+        m.value for t in trials for m in client.get_metric_history(t.info.run_id, "resumed_from_epoch")
+    ]
+    assert max(resumed) >= 1  # the trial killed in its last epoch went on from its epoch-1 checkpoint
+
     best = cli("best", "--workdir", str(workdir), "--sweep", "crash", "--json")
     assert best.returncode == 0, best.stderr
     checkpoint = json.loads(best.stdout)["checkpoint"]

@@ -90,9 +90,9 @@ class _Payload:
 def _plant(experiment: Path, marker: Path) -> list[Path]:
     """A code-running pickle in tuner.pkl and in every other pickle Tune wrote; garbage in its JSON state."""
     payload = pickle.dumps(_Payload(marker))
-    pickles = {*experiment.rglob("*.pkl"), experiment / "tuner.pkl"}
+    pickles = sorted(experiment.rglob("*.pkl"))  # what Tune wrote: tuner.pkl and its search state
     for p in pickles:
         p.write_bytes(payload)
     for p in experiment.glob("experiment_state*.json"):
         p.write_text('{"trial_data": "not what Tune wrote"')
-    return sorted(pickles)
+    return pickles

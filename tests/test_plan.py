@@ -232,3 +232,24 @@ def test_validate_says_what_will_run(data_dir):
     assert done.returncode == 0, done.stderr
     assert "3 trials: a fixed config (no search.space) x 3 seeds" in done.stdout
     assert "scheduler fifo" in done.stdout
+
+
+def test_trials_waiting_to_be_resumed_stay_in_the_saved_state(tmp_path):
+    """More trials to resume than run at once: a second interruption must not lose the waiting ones."""
+    space = {"learning_rate": [LR]}
+    searcher = _searcher(space, _plan(space, 3))
+    handed = [searcher.suggest(f"t{i}") for i in range(3)]
+    searcher.on_trial_complete("t0", error=True)
+    state = searcher.state()
+    path = tmp_path / STATE_FILE
+    resumed = _searcher(space, _plan(space, 3), state_uri=str(path))
+    resumed.resume_from(state)
+    assert resumed.suggest("n0")[RESUME_KEY] in {"t0", "t1", "t2"}  # one runs, two wait
+    saved = json.loads(path.read_text())
+    assert set(saved["trials"]) == {"t0", "t1", "t2"} and saved["failed"] == {}
+    again = _searcher(space, _plan(space, 3))
+    again.resume_from(saved)  # interrupted again before the others started
+    configs = [again.suggest(f"m{i}") for i in range(3)]
+    assert sorted(c[RESUME_KEY] for c in configs) == ["t0", "t1", "t2"]
+    assert {config_id(c) for c in configs} == {config_id(c) for c in handed}
+    assert again.suggest("m3") == "FINISHED"
