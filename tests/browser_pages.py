@@ -16,6 +16,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,12 +114,35 @@ def look(runs_link: str, chart_links: dict[str, str], trial_ids: list[str], out_
     return Seen(rows, genai, sizes, shots)
 
 
+@contextlib.contextmanager
+def serving(workdir: str | Path, printed: Path) -> Iterator[str]:
+    """`orchestrator ui` on a free port until the block ends; its base URL. What it prints goes to
+    ``printed`` (a file, not a pipe: the server's own lines must never block it)."""
+    from tests.conftest import free_port, stop_group, wait_for_http
+
+    port = free_port()
+    printed.parent.mkdir(parents=True, exist_ok=True)
+    with printed.open("w") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("orchestrator")), "ui", "--workdir", str(workdir)]
+            + ["--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health", proc, "orchestrator ui")
+        yield base
+    finally:
+        stop_group(proc)
+
+
 def main(workdir: str, sweep: str, out_dir: str) -> None:
     """Start ``orchestrator ui`` on ``workdir`` and save the screenshots of ``sweep`` to ``out_dir``."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.browse import artifact_url, runs_url
-    from tests.conftest import free_port, stop_group, wait_for_http
 
     client = MlflowClient(f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}")
     exp = client.get_experiment_by_name(sweep)
@@ -127,24 +151,12 @@ def main(workdir: str, sweep: str, out_dir: str) -> None:
     trials = [
         r.data.tags["orchestrator.trial_id"] for r in runs if r.data.tags.get("orchestrator.role") == "trial"
     ]
-    port = free_port()
-    exe = Path(sys.executable).with_name("orchestrator")
-    proc = subprocess.Popen(
-        [str(exe), "ui", "--workdir", workdir, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/health", proc, "orchestrator ui")
+    with serving(workdir, Path(out_dir) / "ui.log") as base:
         charts = {
             path: artifact_url(base, exp.experiment_id, parent.info.run_id, path)
             for path in ("charts/slice.png", "charts/parallel_coordinate.png")
         }
         seen = look(runs_url(base, exp.experiment_id), charts, trials[:8], Path(out_dir))
-    finally:
-        stop_group(proc)
     print("\n".join(str(s) for s in seen.screenshots))
 
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.browse import artifact_url
-from tests.browser_pages import look, why_no_browser
-from tests.conftest import free_port, stop_group, wait_for_http
+from tests.browser_pages import look, serving, why_no_browser
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
 
@@ -46,19 +43,8 @@ def test_a_new_visitor_lands_on_the_trials_and_sees_the_charts(sweep, tmp_path):
         for r in runs
         if r.data.tags["orchestrator.role"] == "trial"
     }
-    port = free_port()
-    printed = tmp_path / "ui.log"  # a file, not a pipe: the server's own lines must never block it
-    with printed.open("w") as log:
-        ui = subprocess.Popen(
-            [str(Path(sys.executable).with_name("orchestrator")), "ui", "--workdir", str(workdir)]
-            + ["--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{base}/health", ui, "orchestrator ui")
+    printed = tmp_path / "ui.log"
+    with serving(workdir, printed) as base:
         charts = {
             path: artifact_url(base, exp.experiment_id, parent.info.run_id, path)
             for path in ("charts/optimization_history.png", "charts/slice.png")
@@ -66,8 +52,6 @@ def test_a_new_visitor_lands_on_the_trials_and_sees_the_charts(sweep, tmp_path):
         lines = printed.read_text().splitlines()
         runs_link = next(line.split(": ", 1)[1] for line in lines if line.strip().startswith("e2e:"))
         seen = look(runs_link, charts, list(trials), tmp_path / "screenshots")
-    finally:
-        stop_group(ui)
     assert not seen.genai_overview
     for trial_id, best in trials.items():
         assert _shown_value(seen.rows[trial_id], best), (trial_id, best, seen.rows[trial_id])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import io
-import pickle
 import subprocess
 import sys
 import time
@@ -50,7 +50,7 @@ def _events(cb: ProgressCallback) -> None:
 def test_plain_lines_say_every_event_with_the_overall_state():
     progress, buf = _progress(terminal=False)
     with showing(progress):
-        _events(pickle.loads(pickle.dumps(ProgressCallback())))  # as Tune restores it
+        _events(copy.deepcopy(ProgressCallback()))  # the state protocol Tune's pickling uses
     text = buf.getvalue()
     assert "a started   learning_rate=0.001" in text
     assert "a epoch 2/2  eval_loss=0.5" in text
