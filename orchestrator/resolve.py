@@ -20,13 +20,7 @@ from search_spaces.domains import Choice
 from search_spaces.presets import PRESETS
 from search_spaces.templates import TemplateError, check_labels, parse_template
 from trainables.data import DataError, PreparedData, prepare_splits
-from trainables.models import (
-    ModelSourceError,
-    load_model_config,
-    model_positions,
-    num_layers,
-    resolved_pooling,
-)
+from trainables.models import ModelFacts, ModelSourceError, model_facts, resolved_pooling
 
 __all__ = ["ResolvedSweep", "resolve_sweep"]
 
@@ -115,8 +109,8 @@ def _locations(
     return storage, tracking
 
 
-def _check_positions(spec: SweepSpec, config: Any, errors: list[str]) -> None:
-    positions = model_positions(config)
+def _check_positions(spec: SweepSpec, facts: ModelFacts, errors: list[str]) -> None:
+    positions = facts.positions
     if positions is not None and spec.data.max_length > positions:
         errors.append(
             f"data.max_length: {spec.data.max_length} exceeds the model's {positions} positions; "
@@ -133,10 +127,10 @@ def resolve_sweep(spec: SweepSpec, spec_path: str | Path, workdir: str | Path) -
     layers: int | None = None
     pooling_auto: str | None = None
     try:
-        config = load_model_config(spec.model)
-        layers = num_layers(config)
+        facts = model_facts(spec.model)
+        layers = facts.num_layers
         pooling_auto = resolved_pooling(spec.model, "auto")
-        _check_positions(spec, config, errors)
+        _check_positions(spec, facts, errors)
     except ModelSourceError as exc:
         errors.append(str(exc))
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from orchestrator.spec import SweepSpec
 from search_spaces.domains import Choice, IntRange, exclusive, resolve_auto
-from trainables.config import SUBKNOB_OWNERS, Hyperparameters
+from trainables.config import STRATEGY_NAMES, SUBKNOB_OWNERS, Hyperparameters
 
 __all__ = ["ResolvedSpace", "check_space", "possible_values", "sample_order"]
 
@@ -198,29 +198,48 @@ def _corner_configs(
     ]
 
 
-def _check_strategies(
-    spec: SweepSpec, space: dict[str, list[Any]], fixed: dict[str, Any], errors: list[str]
-) -> None:
+def _strategy_problems(
+    model: str, max_length: int, poolings: list[str], corners: dict[str, list[dict[str, Any]]]
+) -> list[str]:
+    """Each strategy's ``validate`` on the model built on the ``meta`` device (no weights)."""
     import torch
 
     from trainables.models import classifier_from_config, load_model_config
-    from trainables.strategies import STRATEGIES, get_strategy
+    from trainables.strategies import get_strategy
 
-    strategies = [s for s in possible_values("strategy", space, fixed) if s in STRATEGIES]
-    poolings = [p for p in possible_values("pooling", space, fixed) if p in ("cls", "mean")]
-    config = load_model_config(spec.model)
+    config = load_model_config(model)
     config.num_labels = 2
-    seen: set[str] = set()
+    problems: list[str] = []
     for pooling in poolings:
         with torch.device("meta"):  # structure only: no weights are allocated or read
-            model = classifier_from_config(config, pooling)
-        for name in strategies:
-            for corner in _corner_configs(name, space, fixed):
+            classifier = classifier_from_config(config, pooling)
+        for name, configs in corners.items():
+            for corner in configs:
                 hp = Hyperparameters.model_construct(**{**Hyperparameters().model_dump(), **corner})
-                for line in get_strategy(name).validate(model, hp, max_length=spec.data.max_length):
-                    if line not in seen:
-                        seen.add(line)
-                        errors.append(line)
+                for line in get_strategy(name).validate(classifier, hp, max_length=max_length):
+                    if line not in problems:
+                        problems.append(line)
+    return problems
+
+
+def _check_strategies(
+    spec: SweepSpec, space: dict[str, list[Any]], fixed: dict[str, Any], errors: list[str]
+) -> None:
+    """Strategies against the model; torch answers once per model config, code and question (memo)."""
+    from trainables.memo import memoized
+    from trainables.models import config_sha256
+
+    strategies = [s for s in possible_values("strategy", space, fixed) if s in STRATEGY_NAMES]
+    poolings = [p for p in possible_values("pooling", space, fixed) if p in ("cls", "mean")]
+    corners = {name: _corner_configs(name, space, fixed) for name in strategies}
+    max_length = spec.data.max_length
+
+    def compute() -> list[str]:
+        return _strategy_problems(spec.model, max_length, poolings, corners)
+
+    digest = config_sha256(spec.model)
+    question = {"config.json": digest, "max_length": max_length, "poolings": poolings, "corners": corners}
+    errors.extend(compute() if digest is None else memoized("strategies", question, compute))
 
 
 def check_space(

@@ -72,14 +72,14 @@ def cacheable_depths(r: ResolvedSweep) -> set[int]:
 
 def _budget(r: ResolvedSweep, encoded: list[Any], console: Console) -> int:
     """Bytes the prefix cache may hold (0: off), with one line saying why."""
-    from trainables.models import load_model_config
+    from trainables.models import model_facts
 
     cache, depths = r.spec.cache, cacheable_depths(r)
     if not depths or cache.enabled is False:
         why = "cache.enabled: false" if depths else "no trial freezes blocks a cache could skip"
         console.print(styled(("prefix cache", "bold"), f" off ({why})"))
         return 0
-    hidden = int(getattr(load_model_config(r.spec.model), "hidden_size", 0) or 0)
+    hidden = model_facts(r.spec.model).hidden_size
     estimate = sum(e.tokens() for e in encoded) * hidden * 4 * len(depths)
     limit = int(cache.max_gb * 1e9)
     what = f"up to {disk_usage_line(estimate)} ({len(encoded)} template(s) x {len(depths)} depth(s))"

@@ -284,8 +284,9 @@ def test_lora_without_projection_modules_is_reported():
 
 
 def test_sub_knobs_are_owned_by_registered_strategies():
-    from trainables.config import SUBKNOB_OWNERS
+    from trainables.config import STRATEGY_NAMES, SUBKNOB_OWNERS
 
     owned = {k: s.name for s in STRATEGIES.values() for k in s.knobs}
     assert owned == SUBKNOB_OWNERS
+    assert tuple(STRATEGIES) == STRATEGY_NAMES, "list the new strategy in trainables.config.STRATEGY_NAMES"
     assert set(DEPTH) == set(STRATEGIES), "add the new strategy's freeze_layers to DEPTH"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,21 +62,47 @@ class PreparedData:
         return float(np.mean(np.asarray(self.validation.labels) == majority))
 
 
-def load_table(source: str, field: str):  # -> pandas.DataFrame
+def _hub_table(source: str, field: str):  # -> pandas.DataFrame
+    """``hf:NAME[:CONFIG[:SPLIT]]`` through ``datasets`` (only where a hub is reachable)."""
     import datasets
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    name, _, rest = source[3:].partition(":")
+    config, _, split = rest.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split or "train")
+    except Exception as exc:  # hub unreachable, unknown dataset, ...
+        raise DataError(f"{field}: cannot load {source} ({type(exc).__name__}); use a local file") from None
+    return ds.to_pandas()
+
+
+def _read_file(path: Path, fmt: str):  # -> pandas.DataFrame
+    """A local table read as ``datasets``' own csv/json/parquet builders read it, without importing it."""
+    import pandas as pd
+
+    if fmt == "csv":  # datasets' csv builder is pandas.read_csv with its defaults
+        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    import pyarrow as pa
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pandas()
+    import pyarrow.json as paj
+
+    try:  # JSON lines, then one JSON array of objects (as datasets' json builder tries them)
+        return paj.read_json(path).to_pandas()
+    except pa.ArrowInvalid:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("expected JSON lines or one JSON array of objects") from None
+        return pa.Table.from_pylist(rows).to_pandas()
+
+
+def load_table(source: str, field: str):  # -> pandas.DataFrame
     if source.startswith("hf:"):
-        name, _, rest = source[3:].partition(":")
-        config, _, split = rest.partition(":")
-        try:
-            ds = datasets.load_dataset(name, config or None, split=split or "train")
-        except Exception as exc:  # hub unreachable, unknown dataset, ...
-            raise DataError(
-                f"{field}: cannot load {source} ({type(exc).__name__}); use a local file"
-            ) from None
-        return ds.to_pandas()
+        return _hub_table(source, field)
     path = Path(source)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -84,13 +111,11 @@ def load_table(source: str, field: str):  # -> pandas.DataFrame
         )
     if not path.is_file():
         raise DataError(f"{field}: file {source} does not exist")
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
     try:
-        ds = datasets.load_dataset(fmt, data_files=str(path), split="train", keep_in_memory=True, **kwargs)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _read_file(path, fmt)
+    except Exception as exc:  # malformed CSV/JSON/parquet, wrong encoding, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{field}: cannot parse {source}: {first}") from None
-    return ds.to_pandas()
 
 
 def _columns(

@@ -7,21 +7,27 @@ are a registry of small factories, so adding one is one function and one line.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from search_spaces.errors import UserError
+from trainables.memo import cache_root, memoized
 
 __all__ = [
     "BUILTINS",
+    "ModelFacts",
     "ModelSourceError",
     "build_classifier",
     "classifier_from_config",
     "load_model_config",
     "load_tokenizer",
+    "model_facts",
     "num_layers",
     "register_builtin",
     "resolve_source",
@@ -47,11 +53,10 @@ def _tiny_bert_dir() -> str:
     Written once per machine under ``$ORCHESTRATOR_CACHE`` (default ``~/.cache/orchestrator``);
     weights are created at build time from the trial seed, so nothing is downloaded.
     """
-    from transformers import AutoTokenizer, BertConfig
-
-    root = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))
-    target = root / "tiny-random-bert"
+    target = cache_root() / "tiny-random-bert"
     if not (target / "config.json").exists():
+        from transformers import AutoTokenizer, BertConfig
+
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
         BertConfig(
@@ -175,6 +180,42 @@ def num_layers(config: Any) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a sweep needs to know of a model before any trial starts."""
+
+    model_type: str
+    num_layers: int
+    positions: int | None  # token positions it embeds (None: unbounded or not said)
+    hidden_size: int  # 0 where the config does not say
+    config_sha256: str | None  # of its local config.json (None: a hub id)
+
+
+def config_sha256(source: str) -> str | None:
+    """sha256 of ``source``'s local ``config.json`` (None for a hub id or an unreadable file)."""
+    try:
+        return hashlib.sha256(Path(resolve_source(source), "config.json").read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def model_facts(source: str) -> ModelFacts:
+    """:class:`ModelFacts` of ``source``; transformers parses each ``config.json`` content once (memo)."""
+    digest = config_sha256(source)
+
+    def compute() -> dict[str, Any]:
+        config = load_model_config(source)
+        return {
+            "model_type": str(getattr(config, "model_type", "")),
+            "num_layers": num_layers(config),
+            "positions": model_positions(config),
+            "hidden_size": int(getattr(config, "hidden_size", 0) or 0),
+        }
+
+    values = compute() if digest is None else memoized("model-facts", {"config.json": digest}, compute)
+    return ModelFacts(**values, config_sha256=digest)
+
+
 def load_tokenizer(source: str) -> Any:
     """Tokenizer with a pad token (decoders fall back to their EOS token)."""
     from transformers import AutoTokenizer
@@ -187,16 +228,37 @@ def load_tokenizer(source: str) -> Any:
     return tok
 
 
-def _local_dir(source: str) -> str | None:
-    local = resolve_source(source)
-    return local if Path(local).is_dir() else None
+def resolved_pooling(source: str, pooling: str) -> Literal["cls", "mean"]:
+    """``pooling`` for ``source`` with ``auto`` decided from its files (see ``trainables.pooling``).
 
-
-def resolved_pooling(source: str, pooling: str) -> str:
-    """``pooling`` for ``source`` with ``auto`` decided from its files (see ``trainables.pooling``)."""
-    from trainables.pooling import resolve_pooling
-
-    return resolve_pooling(_local_dir(source), pooling)
+    ``auto`` is ``mean`` where a local checkpoint says it was trained that way (a
+    sentence-transformers pooling module with ``pooling_mode_mean_tokens``), otherwise ``cls``.
+    """
+    if pooling != "auto":
+        return pooling  # type: ignore[return-value]
+    local_dir = resolve_source(source)
+    if not Path(local_dir).is_dir():
+        return "cls"
+    modules = Path(local_dir, "modules.json")
+    candidates = [Path(local_dir, "1_Pooling", "config.json")]
+    if modules.is_file():
+        try:  # sentence-transformers lists its pooling module's folder here
+            entries = json.loads(modules.read_text())
+            candidates += [
+                Path(local_dir, e.get("path", ""), "config.json")
+                for e in entries
+                if "Pooling" in e.get("type", "")
+            ]
+        except (ValueError, AttributeError, TypeError):
+            pass
+    for path in candidates:
+        if path.is_file():
+            try:
+                if json.loads(path.read_text()).get("pooling_mode_mean_tokens"):
+                    return "mean"
+            except (ValueError, AttributeError):
+                continue
+    return "cls"
 
 
 def _label_fields(label_names: list[str]) -> dict[str, Any]:

@@ -9,48 +9,19 @@
   (:class:`PooledClassifier` with ``mean``): what sentence-transformers checkpoints were trained for.
 * ``auto``: ``mean`` where the checkpoint says it was trained that way (a sentence-transformers
   ``1_Pooling/config.json`` with ``pooling_mode_mean_tokens``), otherwise ``cls``.
-  :func:`resolve_pooling` is the one place that decides; the driver resolves it before a sweep
+  :func:`trainables.models.resolved_pooling` is the one place that decides (reading JSON only,
+  no torch, so ``validate`` stays fast); the driver resolves it before a sweep
   starts, so trials, MLflow params and checkpoints carry ``cls`` or ``mean``, never ``auto``.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["PooledClassifier", "is_decoder_only", "pool", "resolve_pooling", "uses_own_head"]
-
-
-def resolve_pooling(local_dir: str | None, pooling: str) -> Literal["cls", "mean"]:
-    """``pooling`` with ``auto`` decided from the checkpoint directory (``None``: not local)."""
-    if pooling != "auto":
-        return pooling  # type: ignore[return-value]
-    if local_dir is None:
-        return "cls"
-    modules = Path(local_dir, "modules.json")
-    candidates = [Path(local_dir, "1_Pooling", "config.json")]
-    if modules.is_file():
-        try:  # sentence-transformers lists its pooling module's folder here
-            entries = json.loads(modules.read_text())
-            candidates += [
-                Path(local_dir, e.get("path", ""), "config.json")
-                for e in entries
-                if "Pooling" in e.get("type", "")
-            ]
-        except (ValueError, AttributeError, TypeError):
-            pass
-    for path in candidates:
-        if path.is_file():
-            try:
-                if json.loads(path.read_text()).get("pooling_mode_mean_tokens"):
-                    return "mean"
-            except (ValueError, AttributeError):
-                continue
-    return "cls"
+__all__ = ["PooledClassifier", "is_decoder_only", "pool", "uses_own_head"]
 
 
 def is_decoder_only(config: Any) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from search_spaces.errors import UserError
 from trainables.data import file_sha256, filesystem
+from trainables.memo import cache_root
 
 __all__ = ["StoredFileError", "exists", "fetch", "put_once", "tree_bytes", "write_lock"]
 
@@ -55,8 +56,7 @@ def fetch(uri: str, sha256: str) -> Path:
         if not local.is_file():
             raise StoredFileError(f"{uri}: not found (sha256 {sha256[:12]})")
     else:
-        root = Path(os.environ.get("ORCHESTRATOR_CACHE", Path.home() / ".cache" / "orchestrator"))
-        local = root / "stored" / sha256
+        local = cache_root() / "stored" / sha256
         if not local.is_file():
             if not exists(uri):
                 raise StoredFileError(f"{uri}: not found (sha256 {sha256[:12]})")
