@@ -15,6 +15,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# ask torch/transformers once what validate needs of the demo model (kept in ~/.cache/orchestrator)
+	-$(BIN)/orchestrator validate sweeps/demo.yaml >/dev/null
 	touch $@
 
 setup: $(BIN)/.installed
@@ -42,6 +44,7 @@ lint: setup
 	$(BIN)/ruff format --check orchestrator trainables search_spaces tests bench
 
 bench: setup  # needs ../shared/data; bench_strategies takes about 1.5 hours on 2 cores
+	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_context.py
 	$(BIN)/python bench/bench_pay_once.py
 	$(BIN)/python bench/bench_strategies.py --datasets cr

@@ -229,8 +229,9 @@ def _check_strategies(
     from trainables.memo import memoized
     from trainables.models import config_sha256
 
-    strategies = [s for s in possible_values("strategy", space, fixed) if s in STRATEGY_NAMES]
-    poolings = [p for p in possible_values("pooling", space, fixed) if p in ("cls", "mean")]
+    # in a fixed order: the question is a memo key, and the set's order changes between processes
+    strategies = [s for s in STRATEGY_NAMES if s in possible_values("strategy", space, fixed)]
+    poolings = [p for p in ("cls", "mean") if p in possible_values("pooling", space, fixed)]
     corners = {name: _corner_configs(name, space, fixed) for name in strategies}
     max_length = spec.data.max_length
 

@@ -32,14 +32,14 @@ PROBE = (
 )
 
 
-def _validate(path: Path, cache: Path) -> tuple[str, list[str]]:
+def _validate(path: Path, cache: Path, hash_seed: int) -> tuple[str, list[str]]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE % (HEAVY,), str(path)],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT,
-        env={**os.environ, "ORCHESTRATOR_CACHE": str(cache)},
+        env={**os.environ, "ORCHESTRATOR_CACHE": str(cache), "PYTHONHASHSEED": str(hash_seed)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     shown, heavy = done.stdout.rsplit("HEAVY=", 1)
@@ -57,13 +57,14 @@ def test_second_validate_imports_no_ml_library(data_dir, tmp_path):
             "high": "auto",
             "when": {"strategy": ["full", "lora"]},
         },
+        search__space__pooling={"type": "choice", "values": ["cls", "mean"], "when": {"strategy": "full"}},
         train__freeze_layers="auto",
         train__prompt_tokens=4,
     )
     path = write_sweep(data_dir, spec)
-    first, heavy = _validate(path, cache)
+    first, heavy = _validate(path, cache, hash_seed=1)
     assert "torch" in heavy  # the first time asks torch (the strategies on a meta-device model)
-    second, heavy = _validate(path, cache)
+    second, heavy = _validate(path, cache, hash_seed=2)  # set orders differ: the memo key must not
     assert heavy == [] and second == first
     assert "(2 layers)" in second and "48 train / 16 validation rows" in second
 
