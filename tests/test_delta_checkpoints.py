@@ -132,3 +132,73 @@ def test_base_names_cover_embeddings_and_blocks_only():
     names = base_names(model)
     assert names and all(n.startswith(("bert.embeddings.", "bert.encoder.layer.")) for n in names)
     assert not any(n.startswith(("classifier.", "bert.pooler.")) for n in names)
+
+
+def test_checkpoints_refer_to_one_stored_tokenizer(tokenizer, tmp_path, monkeypatch):
+    """In a sweep the tokenizer's files are stored once; checkpoints hold a reference, exports the files."""
+    from trainables.predictor import TextClassifier
+    from trainables.stored_tokenizer import TOKENIZER_KEY, store_tokenizer
+
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "machine-cache"))
+    arch = next(a for a in ARCHS if a.id == "bert")
+    model, plan, cfg = _trained(arch, "lora", "mean", tmp_path / "sweep" / "base")
+    refs = {store_tokenizer(tokenizer, str(tmp_path / "sweep")) for _ in range(2)}
+    assert len(refs) == 1 and len(list((tmp_path / "sweep" / "tokenizer").iterdir())) == 1
+    ref = refs.pop()
+    info = {
+        "hyperparameters": cfg.for_trial(),
+        "merged": False,
+        "label_names": ["negative", "positive"],
+        "template": "{text}",
+        "template_name": "plain",
+        "max_length": 32,
+    }
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    save_checkpoint(
+        ckpt,
+        model=model,
+        tokenizer=tokenizer,
+        trial_info=info,
+        resume_state=None,
+        plan=plan,
+        tokenizer_ref=ref,
+    )
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors", "trial.json"]
+    assert json.loads((ckpt / TRIAL_FILE).read_text())[TOKENIZER_KEY] == ref.to_json()
+    text = "a fine product, broke after a day"
+    assert TextClassifier(ckpt).tokenizer(text).input_ids == tokenizer(text).input_ids
+    with torch.no_grad():
+        expected = model(**_batch()).logits
+
+    write_standalone(ckpt, tmp_path / "export")
+    exported = tmp_path / "export"
+    assert (exported / "tokenizer.json").is_file()
+    assert TOKENIZER_KEY not in json.loads((exported / TRIAL_FILE).read_text())
+    import shutil
+
+    shutil.rmtree(tmp_path / "sweep")  # the export refers to nothing
+    shutil.rmtree(tmp_path / "machine-cache")
+    served = TextClassifier(exported)
+    assert served.tokenizer(text).input_ids == tokenizer(text).input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(served.model(**_batch()).logits, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_tokenizer_bundle_cannot_write_outside_its_directory(tmp_path, monkeypatch):
+    import base64
+
+    from trainables.data import file_sha256
+    from trainables.stored import StoredRef
+    from trainables.stored_tokenizer import tokenizer_dir
+
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "machine-cache"))
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"../escaped.txt": base64.b64encode(b"x").decode()}))
+    ref = StoredRef(file_sha256(bundle), str(bundle))
+    with pytest.raises(StoredFileError, match="plain file names only"):
+        tokenizer_dir(tmp_path, {"tokenizer": ref.to_json()})
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not list((tmp_path / "machine-cache" / "tokenizers").iterdir())  # no half-unpacked entry
+    with pytest.raises(StoredFileError, match="does not match its sha256"):
+        tokenizer_dir(tmp_path, {"tokenizer": {"sha256": "0" * 64, "uri": str(bundle)}})

@@ -133,9 +133,10 @@ def test_templates_encoded_once_for_the_sweep(sweep):
 
 
 def test_best_checkpoint_loads_and_reproduces_its_metric(sweep):
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from trainables.checkpoints import load_classifier
+    from trainables.stored_tokenizer import tokenizer_dir
 
     _, workdir, _ = sweep
     proc = cli("best", "--workdir", str(workdir), "--sweep", "e2e", "--json", timeout=120)
@@ -149,7 +150,10 @@ def test_best_checkpoint_loads_and_reproduces_its_metric(sweep):
     assert info["hyperparameters"]["learning_rate"] == pytest.approx(float(best["params"]["learning_rate"]))
 
     model = load_classifier(ckpt)  # the delta on top of the sweep's stored base
-    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    assert not (ckpt / "tokenizer.json").exists()  # the sweep's tokenizer files are stored once
+    tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer_dir(ckpt, info), config=AutoConfig.from_pretrained(ckpt)
+    )
     data_dir = workdir / "runs" / "e2e" / "data"
     train, val = read_split(str(data_dir / "train.parquet")), read_split(str(data_dir / "validation.parquet"))
     encoder = ContextEncoder(

@@ -8,7 +8,7 @@ store those themselves).
 
 A checkpoint then holds the *delta*: every state-dict entry that is not a frozen base tensor
 (the head, unfrozen blocks, adapters, soft prompts, and anything the strategy added), plus a
-:class:`BaseRef` in ``trial.json``. Which entries come from the base is decided by tensor
+:class:`StoredRef` in ``trial.json``. Which entries come from the base is decided by tensor
 identity, before and after the strategy wraps the model, so ``peft``'s renamed keys
 (``base_model.model.…``, ``….base_layer.weight``) need no name mapping.
 
@@ -27,24 +27,9 @@ import torch
 
 from trainables.data import file_sha256
 from trainables.freezing import FreezeError, locate_layers
-from trainables.stored import StoredFileError, fetch, put_once
+from trainables.stored import StoredFileError, StoredRef, fetch, put_once
 
-__all__ = ["BaseRef", "DeltaPlan", "base_names", "check_complete", "load_base", "plan_delta", "write_base"]
-
-
-@dataclass(frozen=True)
-class BaseRef:
-    """Where a checkpoint's frozen base weights are, and the sha256 of that file."""
-
-    sha256: str
-    uri: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"sha256": self.sha256, "uri": self.uri}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> BaseRef | None:
-        return cls(str(data["sha256"]), str(data["uri"])) if data else None
+__all__ = ["DeltaPlan", "base_names", "check_complete", "load_base", "plan_delta", "write_base"]
 
 
 def base_names(model: torch.nn.Module) -> list[str]:
@@ -68,7 +53,7 @@ class DeltaPlan:
     """Which state-dict entries of the model to train are frozen base tensors (not saved per epoch)."""
 
     from_base: set[str] = field(default_factory=set)  # keys of the (wrapped) model
-    ref: BaseRef | None = None
+    ref: StoredRef | None = None
 
     def state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: every entry but the frozen base ones, one name per shared tensor."""
@@ -106,7 +91,7 @@ def plan_delta(
     return model, DeltaPlan(from_base=frozen), base
 
 
-def write_base(base: dict[str, torch.Tensor], base_dir: str) -> BaseRef:
+def write_base(base: dict[str, torch.Tensor], base_dir: str) -> StoredRef:
     """Store the base tensors (as built, untrained) under ``base_dir`` once; their reference."""
     from safetensors.torch import save_file
 
@@ -117,10 +102,10 @@ def write_base(base: dict[str, torch.Tensor], base_dir: str) -> BaseRef:
         digest = file_sha256(local)
         uri = f"{base_dir.rstrip('/')}/{digest}.safetensors"
         put_once(local, uri)
-    return BaseRef(digest, uri)
+    return StoredRef(digest, uri)
 
 
-def load_base(unwrapped: torch.nn.Module, ref: BaseRef) -> None:
+def load_base(unwrapped: torch.nn.Module, ref: StoredRef) -> None:
     """Load the base tensors into an *unwrapped* model; they must be exactly its base names."""
     from safetensors.torch import load_file
 

@@ -6,10 +6,12 @@ Layout (no pickled objects anywhere)::
                                           # every state-dict entry (peft wrappers included) but
                                           # the frozen base tensors; everything in an export
     config.json                           # the Hugging Face config, with id2label
-    tokenizer.json, tokenizer_config.json, ...
+    tokenizer.json, tokenizer_config.json, ...  # only outside a sweep and in exports
     trial.json                            # hyper-parameters (pooling and strategy resolved),
-                                          # labels, template, epoch, metrics, "merged", and
-                                          # "base": {sha256, uri} of the frozen base weights
+                                          # labels, template, epoch, metrics, "merged",
+                                          # "base": {sha256, uri} of the frozen base weights and
+                                          # "tokenizer": {sha256, uri} of the sweep's tokenizer
+                                          # files (trainables.stored_tokenizer)
     resume.pt                             # optimizer/scheduler/RNG state: tensors and plain
                                           # containers only, loaded with weights_only=True;
                                           # only in the latest checkpoint of an unfinished trial
@@ -31,7 +33,9 @@ from typing import Any
 
 import torch
 
-from trainables.base_weights import BaseRef, DeltaPlan, check_complete, load_base, plan_delta
+from trainables.base_weights import DeltaPlan, check_complete, load_base, plan_delta
+from trainables.stored import StoredRef
+from trainables.stored_tokenizer import TOKENIZER_KEY, unpack_into
 
 __all__ = [
     "RESUME_FILE",
@@ -58,10 +62,12 @@ def save_checkpoint(
     trial_info: dict[str, Any],
     resume_state: dict[str, Any] | None,
     plan: DeltaPlan | None = None,
+    tokenizer_ref: StoredRef | None = None,
 ) -> None:
     """Write one checkpoint into an existing, empty ``directory`` (rank 0 only).
 
-    With a ``plan`` that has a base, only the delta is written and ``trial.json`` records the base.
+    With a ``plan`` that has a base, only the delta is written and ``trial.json`` records the base;
+    with a ``tokenizer_ref`` (the sweep's stored tokenizer files), no tokenizer file is written.
     """
     from safetensors.torch import save_file, save_model
 
@@ -74,7 +80,10 @@ def save_checkpoint(
         trial_info = {**trial_info, "base": plan.ref.to_json()}
     else:  # save_model keeps one name per shared tensor; load_model restores the others
         save_model(model, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    tokenizer.save_pretrained(directory)
+    if tokenizer_ref is not None:
+        trial_info = {**trial_info, TOKENIZER_KEY: tokenizer_ref.to_json()}
+    else:
+        tokenizer.save_pretrained(directory)
     (directory / TRIAL_FILE).write_text(json.dumps(trial_info, indent=2, sort_keys=True))
     if resume_state is not None:
         torch.save(resume_state, directory / RESUME_FILE)
@@ -118,7 +127,7 @@ def load_checkpoint(directory: str | Path) -> tuple[Any, DeltaPlan]:
     pooling, hp = _structure(info)
     config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     model = classifier_from_config(config, pooling)
-    ref = BaseRef.from_json(info.get("base"))
+    ref = StoredRef.from_json(info.get("base"))
     if ref is not None:
         load_base(model, ref)  # before the strategy wraps it: the base's names are the plain ones
     strategy = get_strategy(hp.strategy)
@@ -146,8 +155,9 @@ def write_standalone(source: str | Path, out: str | Path) -> bool:
     """Write the checkpoint in ``source`` to ``out`` as deployable weights; True if adapters were merged.
 
     LoRA adapters are merged into the weights they adapt (a plain model again); other
-    strategies keep their structure. A delta checkpoint gets its base folded in, so the export
-    holds every tensor and refers to nothing. Optimizer state is never copied.
+    strategies keep their structure. A delta checkpoint gets its base folded in and the sweep's
+    tokenizer files copied in, so the export holds everything and refers to nothing. Optimizer
+    state is never copied.
     """
     import shutil
 
@@ -164,14 +174,19 @@ def write_standalone(source: str | Path, out: str | Path) -> bool:
         model = load_classifier(source)
         if strategy.mergeable and not info.get("merged", False):
             model, merged = strategy.standalone(model)
+    tokenizer = StoredRef.from_json(info.get(TOKENIZER_KEY))
+    rewritten = {WEIGHTS_FILE, TRIAL_FILE} if rewrite else {TRIAL_FILE} if tokenizer else set()
     for f in source.iterdir():
-        if f.is_file() and f.name != RESUME_FILE and not (rewrite and f.name in (WEIGHTS_FILE, TRIAL_FILE)):
+        if f.is_file() and f.name != RESUME_FILE and f.name not in rewritten:
             shutil.copy2(f, out / f.name)
     if rewrite:
         from safetensors.torch import save_model
 
         save_model(model, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-        standalone = {k: v for k, v in info.items() if k != "base"}
+    if tokenizer is not None:
+        unpack_into(tokenizer, out)
+    if TRIAL_FILE in rewritten:
+        standalone = {k: v for k, v in info.items() if k not in ("base", TOKENIZER_KEY)}
         standalone["merged"] = merged or bool(info.get("merged", False))
         (out / TRIAL_FILE).write_text(json.dumps(standalone, indent=2, sort_keys=True))
     return merged

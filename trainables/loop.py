@@ -30,6 +30,8 @@ from trainables.freezing import count_trainable_parameters, resolve_depth
 from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate, to_device
 from trainables.models import build_classifier, load_tokenizer, resolved_pooling
 from trainables.prefix_cache import PrefixFeed, feature_key, prefix_features
+from trainables.stored import StoredRef
+from trainables.stored_tokenizer import store_tokenizer
 from trainables.strategies import get_strategy
 
 __all__ = [
@@ -255,6 +257,7 @@ def _report_epoch(
     model: torch.nn.Module,
     plan: DeltaPlan,
     tokenizer: Any,
+    tokenizer_ref: StoredRef | None,
     template: Any,
     metrics: dict[str, Any],
     state: dict[str, Any],
@@ -286,6 +289,7 @@ def _report_epoch(
             if cfg.task.keep_resume_state and epoch < cfg.epochs
             else None,
             plan=plan,
+            tokenizer_ref=tokenizer_ref,
         )
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir)
     ray.train.report(
@@ -361,6 +365,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     template = resolve_template(cfg.context_template, task.templates)
     encoded = encoded_splits(task, template, tokenizer)  # once per sweep and template
     splits = {"train": _indexed(encoded.train), "validation": _indexed(encoded.validation)}
+    # rank 0 stores the tokenizer's files once per sweep; checkpoints refer to them
+    tokenizer_ref = store_tokenizer(tokenizer, task.cache_dir) if rank == 0 and task.cache_dir else None
     marks["data"] = time.time()
 
     start = _restore_or_build(cfg, tokenizer)
@@ -417,6 +423,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model=model,
             plan=start.plan,
             tokenizer=tokenizer,
+            tokenizer_ref=tokenizer_ref,
             template=template,
             metrics=metrics,
             state=state,

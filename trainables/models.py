@@ -216,11 +216,16 @@ def model_facts(source: str) -> ModelFacts:
     return ModelFacts(**values, config_sha256=digest)
 
 
-def load_tokenizer(source: str) -> Any:
-    """Tokenizer with a pad token (decoders fall back to their EOS token)."""
+def load_tokenizer(source: str, *, config: Any = None) -> Any:
+    """Tokenizer with a pad token (decoders fall back to their EOS token).
+
+    ``source`` is a model source, or with ``config`` (the model's transformers config, which says
+    the tokenizer class where the files do not) a directory of tokenizer files alone.
+    """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_source(source), trust_remote_code=False)
+    path = source if config is not None else resolve_source(source)
+    tok = AutoTokenizer.from_pretrained(path, config=config, trust_remote_code=False)
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ModelSourceError(f"model: tokenizer of '{source}' has neither a pad nor an EOS token")

@@ -56,8 +56,11 @@ class TextClassifier:
     """Load once, then ``predict`` texts or ``evaluate`` a labelled split."""
 
     def __init__(self, directory: str | Path, *, demonstrations: Split | None = None):
+        from transformers import AutoConfig
+
         from trainables.checkpoints import load_classifier
         from trainables.models import load_tokenizer
+        from trainables.stored_tokenizer import tokenizer_dir
 
         directory = Path(directory)
         self.info = check_checkpoint(directory)
@@ -71,7 +74,8 @@ class TextClassifier:
                 "(use an exported directory, or pass the training split)"
             )
         demos = demonstrations or Split([], [])
-        self.tokenizer = load_tokenizer(str(directory))
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
+        self.tokenizer = load_tokenizer(str(tokenizer_dir(directory, self.info)), config=config)
         self.model = load_classifier(directory)  # pooling and strategy from trial.json
         precision = self.info["hyperparameters"].get("precision", "fp32")
         self.precision = precision if precision != "fp16" else "fp32"  # fp16 autocast is CUDA-only

@@ -15,7 +15,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from search_spaces.errors import UserError
 from trainables.data import file_sha256, filesystem
@@ -26,6 +28,21 @@ __all__ = ["StoredFileError", "exists", "fetch", "put_once", "tree_bytes", "writ
 
 class StoredFileError(UserError):
     """A stored file is missing or does not hold the content its name promises."""
+
+
+@dataclass(frozen=True)
+class StoredRef:
+    """Where a file stored once per sweep is (``uri``), and the sha256 its content must have."""
+
+    sha256: str
+    uri: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"sha256": self.sha256, "uri": self.uri}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> StoredRef | None:
+        return cls(str(data["sha256"]), str(data["uri"])) if data else None
 
 
 def exists(uri: str) -> bool:
