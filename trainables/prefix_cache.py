@@ -19,7 +19,8 @@ only the blocks above the prefix, the pooling and the head run, in every epoch. 
   full forward pass (what promotion checks).
 * Not cached: ``prompt`` trials (the soft prompt changes every block's input: the strategy's
   ``reads_frozen_prefix`` is False), ``k = 0``, blocks that return more than a tensor.
-* One writer: a local cache is written under a file lock (a second trial waits, then reads);
+* One writer: an entry is written under ``stored.write_lock`` (``flock`` locally, claim objects
+  on object storage; a second trial waits, then reads);
   entries are written atomically and only while the cache stays under ``max_bytes``.
 """
 

@@ -14,6 +14,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,16 @@ from search_spaces.errors import UserError
 from trainables.data import file_sha256, filesystem
 from trainables.memo import cache_root
 
-__all__ = ["StoredFileError", "exists", "fetch", "put_once", "tree_bytes", "write_lock"]
+__all__ = [
+    "StoredFileError",
+    "StoredRef",
+    "claim_lock",
+    "exists",
+    "fetch",
+    "put_once",
+    "tree_bytes",
+    "write_lock",
+]
 
 
 class StoredFileError(UserError):
@@ -101,14 +112,15 @@ def tree_bytes(uri: str) -> int:
 
 @contextlib.contextmanager
 def write_lock(uri: str):
-    """Hold an exclusive lock named after ``uri`` while deciding whether to write it (local paths).
+    """Hold an exclusive lock named after ``uri`` while deciding whether to write it.
 
-    A second process asking for the same lock waits, then finds the file written. Object stores
-    have no such lock: there, concurrent writers each compute and the last complete upload wins
-    (same content).
+    A second process asking for the same lock waits, then finds the file written. Local paths use
+    ``flock``; object stores (``s3://``, ``gs://``) have no lock, so there it is
+    :func:`claim_lock`, built from plain objects.
     """
     if "://" in uri and not uri.startswith("file://"):
-        yield
+        with claim_lock(uri):
+            yield
         return
     import fcntl
 
@@ -120,3 +132,71 @@ def write_lock(uri: str):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+HEARTBEAT_S = 10.0  # a writer re-touches its claim this often
+STALE_S = 60.0  # a claim unchanged this long (by the waiter's own clock) is a dead writer's
+
+
+@contextlib.contextmanager
+def claim_lock(uri: str, *, poll: float = 0.5, heartbeat: float = HEARTBEAT_S, stale_after: float = STALE_S):
+    """An exclusive lock for ``uri`` on storage that has none, from claim objects beside it.
+
+    Each process writes ``<uri>.claims/<time>-<random>`` and keeps re-writing it while it lives
+    (``heartbeat``). The oldest live claim holds the lock; the others poll until ``uri`` exists or
+    theirs is the oldest. A claim whose modification time has not moved for ``stale_after``
+    seconds of the waiter's own clock belongs to a dead process and is removed, so a crash costs
+    one minute, not a sweep. Clocks that disagree across nodes can make two processes both
+    think they are the oldest: both then compute and the second rename replaces the same
+    content (:func:`put_once`), so the lock saves work and never guards correctness.
+    """
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    claims = f"{path}.claims"
+    fs.create_dir(claims, recursive=True)
+    mine = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+    _touch(fs, f"{claims}/{mine}")
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_keep_touching, args=(fs, f"{claims}/{mine}", stop, heartbeat), daemon=True
+    )
+    beat.start()
+    try:
+        seen: dict[str, tuple[int, float]] = {}  # claim -> (its mtime, when we first saw that mtime)
+        oldest_before = False  # ours must be the oldest twice, ``poll`` apart: a claim named just
+        while not exists(uri):  # before ours may be written just after we listed
+            live = [mine]
+            for info in fs.get_file_info(pafs.FileSelector(claims)):
+                name = info.base_name
+                if name == mine or info.type != pafs.FileType.File:
+                    continue
+                mtime, now = info.mtime_ns or 0, time.monotonic()
+                if seen.get(name, (None,))[0] != mtime:
+                    seen[name] = (mtime, now)
+                elif now - seen[name][1] > stale_after:
+                    with contextlib.suppress(OSError):
+                        fs.delete_file(f"{claims}/{name}")
+                    continue
+                live.append(name)
+            if min(live) == mine and oldest_before:
+                break
+            oldest_before = min(live) == mine
+            time.sleep(poll)
+        yield
+    finally:
+        stop.set()
+        beat.join()
+        with contextlib.suppress(OSError):
+            fs.delete_file(f"{claims}/{mine}")
+
+
+def _touch(fs: Any, path: str) -> None:
+    with fs.open_output_stream(path) as f:
+        f.write(b"")
+
+
+def _keep_touching(fs: Any, path: str, stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        with contextlib.suppress(OSError):
+            _touch(fs, path)
