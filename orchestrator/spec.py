@@ -146,6 +146,11 @@ class CacheSpec(_Strict):
         "true = store entries while they fit, false = never",
     )
     max_gb: float = Field(4.0, gt=0, le=100_000, description="the most the prefix cache may hold, in GB")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "bf16",
+        description="how the training split's states are stored: bf16/fp16 halve them (accuracy unchanged "
+        "within seed noise, see BENCHMARKS.md); validation states are always fp32",
+    )
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

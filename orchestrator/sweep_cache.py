@@ -80,9 +80,14 @@ def _budget(r: ResolvedSweep, encoded: list[Any], console: Console) -> int:
         console.print(styled(("prefix cache", "bold"), f" off ({why})"))
         return 0
     hidden = model_facts(r.spec.model).hidden_size
-    estimate = sum(e.tokens() for e in encoded) * hidden * 4 * len(depths)
+    train_bytes = 4 if cache.dtype == "fp32" else 2  # validation states are always fp32
+    per_depth = sum(e.tokens("train") * train_bytes + e.tokens("validation") * 4 for e in encoded) * hidden
+    estimate = per_depth * len(depths)
     limit = int(cache.max_gb * 1e9)
-    what = f"up to {disk_usage_line(estimate)} ({len(encoded)} template(s) x {len(depths)} depth(s))"
+    what = (
+        f"up to {disk_usage_line(estimate)} ({len(encoded)} template(s) x {len(depths)} depth(s), "
+        f"training states in {cache.dtype})"
+    )
     if cache.enabled == "auto" and estimate > limit:
         console.print(
             styled(
@@ -102,7 +107,9 @@ def prepare_sweep_cache(r: ResolvedSweep, setup: TrialSetup, console: Console) -
 
     task = TaskConfig.model_validate(setup.task)
     budget = _budget(r, _encode_templates(r, task, console), console)
-    return replace(setup, task={**setup.task, "prefix_cache_bytes": budget})
+    return replace(
+        setup, task={**setup.task, "prefix_cache_bytes": budget, "prefix_cache_dtype": r.spec.cache.dtype}
+    )
 
 
 def drop_prefix_features(exp_path: str) -> int:

@@ -105,7 +105,7 @@ def test_stored_prefix_gives_the_same_metrics(arch, strategy, pooling, depth):
     assert not any("forward" in b.__dict__ for b in cached.modules())
 
 
-def _use(model, depth, cache_dir, max_bytes=10**9):
+def _use(model, depth, cache_dir, max_bytes=10**9, train_dtype="fp32"):
     return prefix_features(
         model,
         SPLITS,
@@ -116,7 +116,34 @@ def _use(model, depth, cache_dir, max_bytes=10**9):
         batch_size=EVAL_BATCH,
         pad_id=0,
         device=CPU,
+        train_dtype=train_dtype,
     )
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_rounds_the_training_states_only(tmp_path, dtype):
+    """Half the bytes for the training split; validation stays fp32, so evaluation stays exact."""
+    arch = next(a for a in ARCHS if a.id == "bert")
+    model, cfg = _model(arch, "full", "mean", 1)
+    plain, _ = _model(arch, "full", "mean", 1)
+    exact = _use(model, 1, tmp_path / "fp32")
+    half = _use(model, 1, tmp_path / dtype, train_dtype=dtype)
+    assert half.features["train"].hidden.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert half.features["validation"].hidden.dtype == torch.float32
+    size = {d: (tmp_path / d / "features" / "k1.safetensors").stat().st_size for d in ("fp32", dtype)}
+    train_bytes = exact.features["train"].hidden.numel() * 2  # what half precision saves
+    assert size["fp32"] - size[dtype] == pytest.approx(train_bytes, abs=200)  # headers differ a little
+    torch.testing.assert_close(
+        half.features["train"].hidden.float(), exact.features["train"].hidden, atol=0.05, rtol=0.01
+    )
+    again = _use(model, 1, tmp_path / dtype, train_dtype=dtype)  # read back as stored
+    assert (
+        again.read_depth == 1 and again.features["train"].hidden.dtype == half.features["train"].hidden.dtype
+    )
+    before_plain, losses_plain, _ = _train_and_evaluate(plain, cfg, None)
+    before_half, losses_half, _ = _train_and_evaluate(model, cfg, PrefixFeed(model, 1, half.features))
+    assert before_half == before_plain  # validation states are fp32: the same metric, bit for bit
+    assert losses_half == pytest.approx(losses_plain, rel=0.05)  # training on rounded states: close
 
 
 def test_computing_features_leaves_the_global_rng_alone():

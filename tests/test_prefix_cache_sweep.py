@@ -49,7 +49,9 @@ def two_sweeps(tmp_path_factory):
     spec["train"]["freeze_layers"] = 1
     path = write_sweep(root, spec)
     runs = {}
-    for name, extra in (("on", []), ("off", ["--set", "cache.enabled=false"])):
+    # fp32 states: the cache then changes nothing but speed (bf16, the default, is checked in
+    # tests/test_prefix_cache.py and measured against seed noise in bench/bench_prefix_dtype.py)
+    for name, extra in (("on", ["--set", "cache.dtype=fp32"]), ("off", ["--set", "cache.enabled=false"])):
         proc = cli("run", str(path), "--workdir", str(root / name), *extra)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         runs[name] = (root / name, proc)

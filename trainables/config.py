@@ -17,6 +17,7 @@ __all__ = ["AUTO", "NOT_SEARCHABLE", "SUBKNOB_OWNERS", "Hyperparameters", "TaskC
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Pooling = Literal["auto", "cls", "mean"]
+StateDtype = Literal["fp32", "bf16", "fp16"]
 AUTO = "auto"
 
 # The registered strategies' names (``trainables.strategies``, which imports torch), known here so a
@@ -118,6 +119,7 @@ class TaskConfig(BaseModel):
     # written once. None: every trial encodes for itself and writes full checkpoints.
     cache_dir: str | None = None
     prefix_cache_bytes: int = 0  # frozen-prefix features stored up to this many bytes (0: not cached)
+    prefix_cache_dtype: StateDtype = "fp32"  # the training split's stored states (validation: fp32)
 
 
 class TrainConfig(Hyperparameters):

@@ -40,9 +40,10 @@ class EncodedSplits:
     cached: bool = False  # read back from the sweep's cache
     key: str | None = None  # the cache key (None without a cache)
 
-    def tokens(self) -> int:
-        """Token positions over both splits (what stored hidden states scale with)."""
-        return sum(len(ids) for ids, _ in self.train) + sum(len(ids) for ids, _ in self.validation)
+    def tokens(self, split: str | None = None) -> int:
+        """Token positions of ``split`` (default both; what stored hidden states scale with)."""
+        splits = {"train": self.train, "validation": self.validation}
+        return sum(len(ids) for name in ([split] if split else splits) for ids, _ in splits[name])
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -214,10 +214,11 @@ def _prefix_feed(
         depth,
         cache_dir=task.cache_dir,
         max_bytes=task.prefix_cache_bytes,
-        key_of=lambda j: feature_key(plan.ref.sha256, encoded.key, j, eval_batch),
+        key_of=lambda j: feature_key(plan.ref.sha256, encoded.key, j, eval_batch, task.prefix_cache_dtype),
         batch_size=eval_batch,
         pad_id=pad_id,
         device=device,
+        train_dtype=task.prefix_cache_dtype,
     )
     if distributed and rank == 0:
         dist.barrier()

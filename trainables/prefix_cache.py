@@ -162,14 +162,21 @@ def compute_features(
     return Features(torch.cat(rows), lengths.cumsum(0))
 
 
-def feature_key(base_sha256: str, tokens_key: str, depth: int, eval_batch: int) -> str:
-    parts = {
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def feature_key(
+    base_sha256: str, tokens_key: str, depth: int, eval_batch: int, train_dtype: str = "fp32"
+) -> str:
+    parts: dict[str, Any] = {
         "format": FORMAT,
         "base": base_sha256,
         "tokens": tokens_key,
         "depth": depth,
         "eval_batch": eval_batch,
     }
+    if train_dtype != "fp32":  # fp32 entries keep the keys they had before the choice existed
+        parts["train_dtype"] = train_dtype
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -218,10 +225,14 @@ def prefix_features(
     batch_size: int,
     pad_id: int,
     device: Any,
+    train_dtype: str = "fp32",
 ) -> CacheUse | None:
     """Features after block ``depth - 1`` for both splits: read, extended from a shallower entry, or computed.
 
     ``key_of(j)`` is the cache key at depth ``j``. Stores the result when the cache has room.
+    The training split's states are kept in ``train_dtype`` (fp32, bf16 or fp16: rounded once,
+    read back into the model's dtype); validation's stay fp32, so an evaluation through the cache
+    equals a full forward pass.
     """
     root = f"{cache_dir.rstrip('/')}/features"
     uri = f"{root}/{key_of(depth)}.safetensors"
@@ -238,7 +249,8 @@ def prefix_features(
             )
             if got is None:
                 return None
-            features[split] = got
+            rounded = split == "train" and train_dtype != "fp32"
+            features[split] = Features(got.hidden.to(DTYPES[train_dtype]), got.offsets) if rounded else got
         size = sum(f.hidden.numel() * f.hidden.element_size() for f in features.values())
         if tree_bytes(root) + size <= max_bytes:
             _save(features, uri)
