@@ -47,6 +47,7 @@ bench: setup  # needs ../shared/data; bench_strategies takes about 1.5 hours on 
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_context.py
 	$(BIN)/python bench/bench_pay_once.py
+	$(BIN)/python bench/bench_prefix_dtype.py
 	$(BIN)/python bench/bench_strategies.py --datasets cr
 	$(BIN)/python bench/bench_strategies.py --datasets subj --train-rows 1200 \
 		--configs head-only freeze-3 bitfit lora full

@@ -384,6 +384,8 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
             r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
         )
         parent_id = _open_parent(r, recorder, snapshot, concurrency, resuming)
+        if state is not None:  # trials that ended just before a kill -9 closed their runs
+            recorder.settle_ended({*state["trials"], *state.get("failed", {})}, r.spec.train.epochs)
         console.print(
             styled(
                 ("sweep", "bold"),

@@ -134,6 +134,25 @@ class SweepRecorder:
             self.client.set_terminated(child.info.run_id, status="KILLED")
         self.client.set_terminated(self.run_id, status=status)
 
+    def settle_ended(self, pending: set[str], epochs: int) -> int:
+        """Close trial runs a crash left RUNNING after their trial ended; how many it closed.
+
+        ``pending`` holds the trials the searcher will run again (unfinished or failed); any
+        other trial run still RUNNING ended in the searcher's record, but ``kill -9`` came before
+        its MLflow run was closed. It is closed as the recorder would have closed it.
+        """
+        closed = 0
+        for child in self.children(status="RUNNING"):
+            tags = child.data.tags
+            if tags.get(TAGS.ROLE) != "trial" or tags.get(TAGS.TRIAL_ID) in pending:
+                continue
+            last = int(child.data.metrics.get(M.EPOCH, 0))
+            early = last < int(float(child.data.params.get("epochs", epochs)))
+            self.client.set_tag(child.info.run_id, TAGS.OUTCOME, "early_stopped" if early else "completed")
+            self.client.set_terminated(child.info.run_id, status="KILLED" if early else "FINISHED")
+            closed += 1
+        return closed
+
     def children(self, status: str | None = None) -> list[Any]:
         query = f"tags.`{TAGS.PARENT}` = '{self.run_id}'"
         if status:

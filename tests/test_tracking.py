@@ -109,6 +109,27 @@ def test_resume_reattaches_without_duplicates(tmp_path):
     assert len(parents) == 1
 
 
+def test_trials_that_ended_just_before_a_kill_are_closed_on_resume(tmp_path):
+    """kill -9 between the searcher saving a trial as ended and the callback closing its run."""
+    uri, rec, _, cb = _open(tmp_path)
+    done, stopped, pending = TrialStandIn("a_1"), TrialStandIn("b_2"), TrialStandIn("c_3")
+    for t in (done, stopped, pending):
+        cb.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        cb.on_trial_result(0, [], done, _result(epoch, 0.5 + epoch / 10))
+    cb.on_trial_result(0, [], stopped, _result(1, 0.4))  # ASHA stopped it after epoch 1
+    cb.on_trial_result(0, [], pending, _result(1, 0.5))  # still running: it resumes
+
+    rec2 = SweepRecorder(uri, "exp", artifact_root=None)  # the next `run`
+    rec2.open_parent(sweep="exp", experiment_path="/runs/exp", params={}, tags={})
+    assert rec2.settle_ended({"c_3"}, epochs=3) == 2
+    runs = {r.data.tags[TAGS.TRIAL_ID]: r for r in rec2.children()}
+    assert runs["a_1"].info.status == "FINISHED" and runs["a_1"].data.tags[TAGS.OUTCOME] == "completed"
+    assert runs["b_2"].info.status == "KILLED" and runs["b_2"].data.tags[TAGS.OUTCOME] == "early_stopped"
+    assert runs["c_3"].info.status == "RUNNING"  # the resumed trial closes it itself
+    assert rec2.settle_ended({"c_3"}, epochs=3) == 0  # idempotent
+
+
 def _record_runs(uri: str, name: str, runs: int) -> int:
     from orchestrator.tracking import SweepRecorder
 
