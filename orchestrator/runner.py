@@ -58,11 +58,23 @@ __all__ = ["SweepOutcome", "run_sweep"]
 SNAPSHOT = "orchestrator-sweep.json"
 
 
+def _digest(spec: dict[str, Any], files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps([spec, files], sort_keys=True).encode()).hexdigest()
+
+
 def _fingerprint(r: ResolvedSweep) -> dict[str, Any]:
     files = {k: file_sha256(v) for k, v in r.data_files.items() if not v.startswith("hf:") and "://" not in v}
     spec = r.spec.model_dump(mode="json")
-    digest = hashlib.sha256(json.dumps([spec, files], sort_keys=True).encode()).hexdigest()
-    return {"spec": spec, "data_sha256": files, "fingerprint": digest}
+    return {"spec": spec, "data_sha256": files, "fingerprint": _digest(spec, files)}
+
+
+def _as_now(old: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot written by an older version, with the settings it ran under that it did not name."""
+    cache = old["spec"].get("cache", {})
+    if "dtype" in cache:
+        return old
+    spec = {**old["spec"], "cache": {**cache, "dtype": "fp32"}}  # before cache.dtype: fp32 states
+    return {**old, "spec": spec, "fingerprint": _digest(spec, old.get("data_sha256", {}))}
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -199,7 +211,7 @@ def _check_resume(r: ResolvedSweep, snapshot: dict[str, Any]) -> bool:
     previous = _read_text(f"{r.experiment_path}/{SNAPSHOT}")
     if previous is None:
         return False
-    old = json.loads(previous)
+    old = _as_now(json.loads(previous))
     if old["fingerprint"] != snapshot["fingerprint"]:
         changed = _changed_keys(old["spec"], snapshot["spec"]) or ["data files"]
         raise SpecError(

@@ -1,7 +1,7 @@
 """The writer lock for object storage (``trainables.stored.claim_lock``), run on a local directory.
 
-Object stores have no ``flock``; concurrent trials that need the same prefix states or encoded
-splits must still compute them once. The claim protocol only uses writing, listing and deleting
+Object stores have no ``flock``; concurrent trials that need the same prefix states must still
+compute them once. The claim protocol only uses writing, listing and deleting
 plain files, so a local directory exercises exactly what S3 or GCS would see.
 """
 

@@ -79,6 +79,20 @@ def test_prepared_rows_are_the_same_in_every_format(tmp_path):
     assert prepared[1] == prepared[2] == prepared[3] and prepared[1][1] == [t for t, _ in ROWS]
 
 
+def test_json_edge_cases_datasets_read_too(tmp_path):
+    """Keys missing from the first object, a byte-order mark, and a JSON-lines row over 1 MiB."""
+    array = tmp_path / "rows.json"
+    array.write_text("\ufeff" + json.dumps([{"text": "a"}, {"text": "b", "label": "x"}]), encoding="utf-8")
+    table = load_table(str(array), "data.train")
+    assert list(table.columns) == ["text", "label"] and table["label"].tolist()[1] == "x"
+    lines = tmp_path / "rows.jsonl"
+    long = "word " * 300_000
+    lines.write_text(
+        json.dumps({"text": "short", "label": 1}) + "\n" + json.dumps({"text": long, "label": 0}) + "\n"
+    )
+    assert load_table(str(lines), "data.train")["text"].tolist() == ["short", long]
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [

@@ -8,6 +8,7 @@ directory that needs no base, and refuses a missing or changed base.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,12 +194,26 @@ def test_a_tokenizer_bundle_cannot_write_outside_its_directory(tmp_path, monkeyp
     from trainables.stored_tokenizer import tokenizer_dir
 
     monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "machine-cache"))
-    bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps({"../escaped.txt": base64.b64encode(b"x").decode()}))
-    ref = StoredRef(file_sha256(bundle), str(bundle))
-    with pytest.raises(StoredFileError, match="plain file names only"):
-        tokenizer_dir(tmp_path, {"tokenizer": ref.to_json()})
+    for name in ("../escaped.txt", "model.safetensors"):  # outside the directory; over the weights
+        bundle = tmp_path / "bundle.json"
+        bundle.write_text(json.dumps({name: base64.b64encode(b"x").decode()}))
+        ref = StoredRef(file_sha256(bundle), str(bundle))
+        with pytest.raises(StoredFileError, match="plain tokenizer file names only"):
+            tokenizer_dir(tmp_path, {"tokenizer": ref.to_json()})
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not list((tmp_path / "machine-cache" / "tokenizers").iterdir())  # no half-unpacked entry
     with pytest.raises(StoredFileError, match="does not match its sha256"):
         tokenizer_dir(tmp_path, {"tokenizer": {"sha256": "0" * 64, "uri": str(bundle)}})
+
+
+def test_a_tokenizer_with_a_sub_folder_stays_in_the_checkpoint(tmp_path):
+    """transformers may save extra chat templates in a folder: no bundle, the files stay per checkpoint."""
+    from trainables.stored_tokenizer import store_tokenizer
+
+    class Saves:
+        def save_pretrained(self, directory):
+            (Path(directory) / "additional_chat_templates").mkdir(parents=True)
+            (Path(directory) / "tokenizer.json").write_text("{}")
+
+    assert store_tokenizer(Saves(), str(tmp_path)) is None
+    assert not (tmp_path / "tokenizer").exists()

@@ -173,3 +173,16 @@ def test_readers_beside_a_writer_on_a_fresh_store_wait_for_it(tmp_path):
         writer = pool.apply_async(_record_runs, (uri, "sweep", 3))
         assert writer.get(timeout=300) == 3
         assert all(r.get(timeout=300) >= 1 for r in readers)  # at least MLflow's Default experiment
+
+
+def test_a_sweep_snapshot_from_before_cache_dtype_resumes_as_fp32():
+    """Older versions stored fp32 prefix states and did not name cache.dtype: resume them as such."""
+    from orchestrator.runner import _as_now, _digest
+
+    spec = {"name": "x", "cache": {"enabled": "auto", "max_gb": 4.0}}
+    files = {"train": "ab12"}
+    old = {"spec": spec, "data_sha256": files, "fingerprint": _digest(spec, files)}
+    now = _as_now(old)
+    assert now["spec"]["cache"]["dtype"] == "fp32"
+    assert now["fingerprint"] == _digest({**spec, "cache": {**spec["cache"], "dtype": "fp32"}}, files)
+    assert _as_now(now) is now  # a snapshot that names it is taken as it is

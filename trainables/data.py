@@ -83,21 +83,22 @@ def _read_file(path: Path, fmt: str):  # -> pandas.DataFrame
 
     if fmt == "csv":  # datasets' csv builder is pandas.read_csv with its defaults
         return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    import pyarrow as pa
-
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pandas()
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not JSON
+    if text.lstrip().startswith("["):  # one JSON array of objects; columns: the union of their keys
+        rows = json.loads(text)
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError("expected JSON lines or one JSON array of objects")
+        return pd.DataFrame.from_records(rows)
+    import pyarrow as pa
     import pyarrow.json as paj
 
-    try:  # JSON lines, then one JSON array of objects (as datasets' json builder tries them)
-        return paj.read_json(path).to_pandas()
-    except pa.ArrowInvalid:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError("expected JSON lines or one JSON array of objects") from None
-        return pa.Table.from_pylist(rows).to_pandas()
+    data = text.encode()
+    options = paj.ReadOptions(block_size=max(1 << 20, len(data) + 1))  # one block: no line straddles two
+    return paj.read_json(pa.BufferReader(data), read_options=options).to_pandas()
 
 
 def load_table(source: str, field: str):  # -> pandas.DataFrame

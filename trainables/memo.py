@@ -27,7 +27,11 @@ from typing import Any
 __all__ = ["cache_root", "code_digest", "memoized"]
 
 LIBRARIES = ("torch", "transformers", "peft")
-_PACKAGES = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "search_spaces")
+# what the kept answers are computed by: the training code, the knobs, and the driver's checks
+# (``orchestrator.space`` builds the strategies' question), read as files, not imported
+_PACKAGES = tuple(
+    Path(__file__).resolve().parents[1] / p for p in ("trainables", "search_spaces", "orchestrator")
+)
 
 
 def cache_root() -> Path:
@@ -37,7 +41,7 @@ def cache_root() -> Path:
 
 @cache
 def code_digest() -> str:
-    """sha256 over this project's training code and the installed versions of the ML libraries."""
+    """sha256 over this project's code and the installed versions of the ML libraries."""
     h = hashlib.sha256()
     for package in _PACKAGES:
         for path in sorted(package.rglob("*.py")):

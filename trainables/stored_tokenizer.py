@@ -30,14 +30,22 @@ from trainables.stored import StoredFileError, StoredRef, fetch, put_once
 __all__ = ["TOKENIZER_KEY", "store_tokenizer", "tokenizer_dir", "unpack_into"]
 
 TOKENIZER_KEY = "tokenizer"  # in trial.json: {"sha256", "uri"} of the bundle
+RESERVED = frozenset({"config.json", "model.safetensors", "trial.json", "resume.pt", "README.md"})
 
 
-def store_tokenizer(tokenizer: Any, cache_dir: str) -> StoredRef:
-    """Write ``tokenizer``'s files as one bundle under ``cache_dir/tokenizer`` (once); its reference."""
+def store_tokenizer(tokenizer: Any, cache_dir: str) -> StoredRef | None:
+    """Write ``tokenizer``'s files as one bundle under ``cache_dir/tokenizer`` (once); its reference.
+
+    None when its files do not fit a bundle (a sub-folder, e.g. extra chat templates, or a name a
+    checkpoint uses itself): checkpoints then hold the files, as outside a sweep.
+    """
     with tempfile.TemporaryDirectory(prefix="tokenizer-") as tmp:
         files = Path(tmp, "files")
         tokenizer.save_pretrained(files)
-        bundle = {p.name: base64.b64encode(p.read_bytes()).decode() for p in sorted(files.iterdir())}
+        entries = sorted(files.iterdir())
+        if any(not p.is_file() or p.name in RESERVED for p in entries):
+            return None
+        bundle = {p.name: base64.b64encode(p.read_bytes()).decode() for p in entries}
         local = Path(tmp, "bundle.json")
         local.write_text(json.dumps(bundle, sort_keys=True))
         digest = file_sha256(local)
@@ -50,8 +58,10 @@ def unpack_into(ref: StoredRef, directory: str | Path) -> None:
     """Write the bundle's files into ``directory`` (which exists)."""
     bundle = json.loads(fetch(ref.uri, ref.sha256).read_text())
     for name, data in bundle.items():
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            raise StoredFileError(f"{ref.uri}: a tokenizer bundle holds plain file names only, not '{name}'")
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..", *RESERVED):
+            raise StoredFileError(
+                f"{ref.uri}: a tokenizer bundle holds plain tokenizer file names only, not '{name}'"
+            )
         Path(directory, name).write_bytes(base64.b64decode(data))
 
 
