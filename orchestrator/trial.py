@@ -1,8 +1,9 @@
 """One Tune trial = one Ray Train run (Train V2: a Tune function trainable fits a TorchTrainer).
 
 The Train run is named ``train-<trial_id>`` under a fixed storage root, so a retried or
-restored trial resumes from its own latest checkpoint. ``TuneReportCallback`` forwards every
-``ray.train.report`` to Tune, where ASHA, Optuna and the MLflow callback see it.
+restored trial resumes from its own latest checkpoint. The Train controller runs inside the
+Tune trial actor (``lean_trainer_class``) and hands every ``ray.train.report`` straight to Tune
+(``direct_tune_report``), where ASHA, Optuna and the MLflow callback see it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "TrialSetup",
     "checkpoint_config",
     "driver_resources",
+    "direct_tune_report",
     "lean_trainer_class",
     "run_trial",
     "train_run_name",
@@ -67,17 +69,28 @@ def checkpoint_config(keep: int | str, metric: str, mode: str) -> Any:
 
 
 def lean_trainer_class() -> type:
-    """``TorchTrainer`` without the Ray Data actor when a run is given no Ray Dataset (ours never is).
+    """``TorchTrainer`` that runs its Train controller in the trial's own process, without Ray Data.
 
-    Train V2 starts a ``DatasetManager`` actor for every run, datasets or not: one more process
-    per trial that imports Ray Data (pandas, pyarrow), about 2 CPU-seconds of start-up on a
-    small machine. Its callback only serves ``datasets=``; everything else Ray Train does is
-    kept. ``_create_default_callbacks`` is Ray's own seam for this (a contract test pins it);
-    where a Ray version lacks it, the plain trainer is used.
+    Train V2 starts, for every run, a controller actor (a new process that imports Train and
+    torch) and a ``DatasetManager`` actor (Ray Data: pandas, pyarrow), and Tune's report
+    callback adds a queue actor between them: three processes per trial, about 3.5 s of
+    start-up each on a small machine, before the worker group exists. Here:
+
+    - the controller (an asyncio loop that only calls the workers) runs in the Tune trial
+      actor, which already imported all it needs and is an actor itself, so the placement-group
+      cleaner watches it as it would watch the controller (killing the trial still removes the
+      workers and their placement group);
+    - reports go straight to Tune from that loop (``DirectTuneReport``), with no queue actor;
+    - the Ray Data callback is dropped when a run is given no Ray Dataset (ours never is).
+
+    ``_initialize_and_run_controller`` and ``_create_default_callbacks`` are Ray's own seams
+    (a contract test pins them against the installed Ray); where a Ray version lacks them, the
+    plain trainer is used.
     """
     from ray.train.torch import TorchTrainer
 
-    if not callable(getattr(TorchTrainer, "_create_default_callbacks", None)):
+    seams = ("_create_default_callbacks", "_initialize_and_run_controller")
+    if not all(callable(getattr(TorchTrainer, s, None)) for s in seams):
         return TorchTrainer
 
     class LeanTorchTrainer(TorchTrainer):
@@ -87,13 +100,37 @@ def lean_trainer_class() -> type:
                 return callbacks
             return [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
 
+        def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:
+            import asyncio
+
+            from ray.train.v2._internal.execution.controller import TrainController
+
+            controller = TrainController(**controller_init_kwargs)
+            asyncio.run(controller.run())
+            return controller.get_result()
+
     return LeanTorchTrainer
+
+
+def direct_tune_report() -> Any:
+    """Ray Train report callback that hands each report to Tune in this process (see above)."""
+    import ray.tune
+    from ray.train.v2.api.callback import UserCallback
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    class DirectTuneReport(UserCallback):
+        def after_report(self, run_context: Any, metrics: list[dict], checkpoint: Any) -> None:
+            result = dict(metrics[0])  # rank 0's metrics, as Ray's TuneReportCallback does
+            if checkpoint:
+                result[CHECKPOINT_PATH_KEY] = checkpoint.path
+            ray.tune.report(result)
+
+    return DirectTuneReport()
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import ray.train
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from orchestrator.plan import RESUME_KEY
     from trainables.loop import train_loop_per_worker
@@ -123,7 +160,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             storage_path=setup.train_root,
             checkpoint_config=checkpoint_config(config.get("keep_checkpoints", 1), setup.metric, setup.mode),
             failure_config=ray.train.FailureConfig(max_failures=setup.worker_max_failures),
-            callbacks=[TuneReportCallback()],
+            callbacks=[direct_tune_report()],
         ),
     )
     trainer.fit()  # raises TrainingFailedError once worker retries are exhausted -> trial ERROR

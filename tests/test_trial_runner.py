@@ -39,3 +39,79 @@ def test_lean_trainer_keeps_the_dataset_actor_when_given_datasets():
         assert "DatasetsCallback" in _callback_names(trainer)
     finally:
         ray.shutdown()
+
+
+def test_the_controller_seam_exists_in_this_ray():
+    """``_initialize_and_run_controller`` gets the controller's constructor arguments; the
+    controller's ``run`` is a coroutine and ``get_result`` a plain method (what the lean
+    trainer calls in the trial's own process)."""
+    import inspect
+
+    from ray.train.v2._internal.execution.controller import TrainController
+
+    assert "controller_init_kwargs" in inspect.signature(TorchTrainer._initialize_and_run_controller).parameters
+    assert inspect.iscoroutinefunction(TrainController.run)
+    assert not inspect.iscoroutinefunction(TrainController.get_result)
+
+
+def _report_twice(config: dict) -> None:
+    import os
+    import tempfile
+
+    import ray.train
+
+    context = ray.train.get_context()
+    if context.get_world_rank() == 0 and config["fail_marker"] and not os.path.exists(config["fail_marker"]):
+        open(config["fail_marker"], "w").close()
+        raise RuntimeError("first attempt fails")  # Train's FailureConfig restarts the worker group
+    for epoch in range(2):
+        with tempfile.TemporaryDirectory() as d:
+            open(os.path.join(d, "x"), "w").write(str(epoch))
+            ray.train.report(
+                {"epoch": epoch, "rank": context.get_world_rank()},
+                checkpoint=ray.train.Checkpoint.from_directory(d) if context.get_world_rank() == 0 else None,
+            )
+
+
+def _lean_trial(config: dict, root: str) -> None:
+    import ray.tune
+
+    from orchestrator.trial import direct_tune_report
+
+    lean_trainer_class()(
+        _report_twice,
+        train_loop_config={"fail_marker": config["fail_marker"]},
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=ray.train.RunConfig(
+            name=ray.tune.get_context().get_trial_id(),
+            storage_path=root,
+            failure_config=ray.train.FailureConfig(max_failures=1),
+            callbacks=[direct_tune_report()],
+        ),
+    ).fit()
+
+
+def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_queue_actor(tmp_path):
+    """Real Tune + Train V2 with 2 workers: rank 0's reports and checkpoint paths reach Tune in
+    order, a worker failure is retried by Train, and the only actors are Tune's trial actor,
+    the workers and Train's helpers: no controller actor, no queue actor, no dataset manager."""
+    from ray import tune
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = tune.Tuner(
+            tune.with_resources(tune.with_parameters(_lean_trial, root=str(tmp_path / "train")), {"cpu": 0.01}),
+            param_space={"fail_marker": tune.grid_search([str(tmp_path / "failed-once"), ""])},
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+        ).fit()
+        classes = [a["ActorClassName"] for a in ray._private.state.actors().values()]
+    finally:
+        ray.shutdown()
+    assert not [r.error for r in results if r.error]
+    for r in results:
+        history = r.metrics_dataframe
+        assert list(history["epoch"]) == [0, 1] and set(history["rank"]) == {0}
+        assert all(open(f"{p}/x").read() == str(e) for p, e in zip(history["checkpoint_path"], [0, 1]))
+    assert (tmp_path / "failed-once").exists()
+    assert classes.count("RayTrainWorker") == 2 * 2 + 2  # 2 trials x 2 workers, + the retried group
+    assert not {"TrainController", "_QueueActor", "DatasetManager"} & set(classes), classes
