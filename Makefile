@@ -46,6 +46,7 @@ lint: setup
 bench: setup  # needs ../shared/data; bench_strategies takes about 1.5 hours on 2 cores
 	$(BIN)/python bench/bench_validate.py
 	$(BIN)/python bench/bench_context.py
+	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_pay_once.py
 	$(BIN)/python bench/bench_prefix_dtype.py
 	$(BIN)/python bench/bench_strategies.py --datasets cr

@@ -22,6 +22,9 @@ only the blocks above the prefix, the pooling and the head run, in every epoch. 
 * One writer: an entry is written under ``stored.write_lock`` (``flock`` locally, claim objects
   on object storage; a second trial waits, then reads);
   entries are written atomically and only while the cache stays under ``max_bytes``.
+* Readers memory-map an entry (``stored.local_copy``; from object storage, one copy per machine):
+  a DDP rank reads only the rows of its shard's batches, and the ranks and trials of a machine
+  share those pages.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from torch.utils.data import DataLoader
 
 from trainables.freezing import locate_layers
 from trainables.metrics import collate
-from trainables.stored import exists, put_once, tree_bytes, write_lock
+from trainables.stored import exists, local_copy, put_once, tree_bytes, write_lock
 
 __all__ = ["CacheUse", "Features", "PrefixFeed", "compute_features", "feature_key", "prefix_features"]
 
@@ -193,16 +196,11 @@ def _save(features: dict[str, Features], uri: str) -> None:
 
 
 def _load(uri: str) -> dict[str, Features]:
-    from safetensors.torch import load, load_file
+    """The entry memory-mapped: a process reads only the rows its batches take (a DDP rank, its
+    shard), and the processes of a machine share those pages (remote entries: one copy per machine)."""
+    from safetensors.torch import load_file
 
-    from trainables.data import filesystem
-
-    if "://" in uri:
-        fs, path = filesystem(uri)
-        with fs.open_input_stream(path) as f:
-            tensors = load(f.read())
-    else:
-        tensors = load_file(uri)
+    tensors = load_file(str(local_copy(uri)))
     return {s: Features(tensors[f"{s}.hidden"], tensors[f"{s}.offsets"]) for s in SPLITS}
 
 

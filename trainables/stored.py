@@ -31,6 +31,7 @@ __all__ = [
     "claim_lock",
     "exists",
     "fetch",
+    "local_copy",
     "put_once",
     "tree_bytes",
     "write_lock",
@@ -77,9 +78,27 @@ def put_once(local: str | Path, uri: str) -> bool:
     return True
 
 
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _download(uri: str, local: Path) -> None:
+    """``uri``'s bytes into ``local``, whole or not at all (temporary name, then one rename)."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fs, path = filesystem(uri)
+    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f"{local.name}.")
+    try:
+        with os.fdopen(fd, "wb") as dst, fs.open_input_stream(path) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, local)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def fetch(uri: str, sha256: str) -> Path:
     """A local path holding ``uri``'s bytes, checked against ``sha256`` (downloaded once per machine)."""
-    if "://" not in uri or uri.startswith("file://"):
+    if _is_local(uri):
         local = Path(uri.removeprefix("file://"))
         if not local.is_file():
             raise StoredFileError(f"{uri}: not found (sha256 {sha256[:12]})")
@@ -88,15 +107,58 @@ def fetch(uri: str, sha256: str) -> Path:
         if not local.is_file():
             if not exists(uri):
                 raise StoredFileError(f"{uri}: not found (sha256 {sha256[:12]})")
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fs, path = filesystem(uri)
-            fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f"{sha256}.")
-            with os.fdopen(fd, "wb") as dst, fs.open_input_stream(path) as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(tmp, local)
+            _download(uri, local)
     if file_sha256(local) != sha256:
         raise StoredFileError(f"{uri}: content does not match its sha256 {sha256[:12]}; it was changed")
     return local
+
+
+COPY_UNUSED_S = 24 * 3600.0  # a machine's copy of a remote file unused this long is removed
+
+
+def local_copy(uri: str) -> Path:
+    """A local file with ``uri``'s bytes, to memory-map: the file itself when local, else one copy per machine.
+
+    Memory-mapped, a file costs each reader only the pages it touches, shared between the
+    processes of a machine (DDP ranks reading their shards, concurrent trials). A remote object
+    is downloaded once per machine, under a file lock, into ``copies/`` of this user's cache,
+    named by its URI, size and modification time (a rewritten object is a new copy); copies
+    unused for a day are removed when the next one is made.
+    """
+    if _is_local(uri):
+        return Path(uri.removeprefix("file://"))
+    return _machine_copy(uri)
+
+
+def _machine_copy(uri: str) -> Path:
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise StoredFileError(f"{uri}: not found")
+    stamp = f"{uri}\0{info.size}\0{info.mtime_ns}"
+    local = cache_root() / "copies" / hashlib.sha256(stamp.encode()).hexdigest()
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with write_lock(str(local)):
+        if not local.is_file():
+            _prune_copies(local.parent)
+            _download(uri, local)
+        os.utime(local)  # in use: not pruned for another day
+    return local
+
+
+def _prune_copies(folder: Path) -> None:
+    cutoff = time.time() - COPY_UNUSED_S
+    for old in folder.iterdir():
+        if old.suffix == ".lock":
+            continue  # removed with its copy
+        with contextlib.suppress(OSError):  # another process may prune the same file
+            if old.stat().st_mtime < cutoff:
+                old.unlink()  # a process that mapped it keeps reading it (Linux keeps the inode)
+                Path(f"{old}.lock").unlink(missing_ok=True)
 
 
 def tree_bytes(uri: str) -> int:
