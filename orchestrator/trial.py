@@ -83,6 +83,10 @@ def lean_trainer_class() -> type:
     - reports go straight to Tune from that loop (``DirectTuneReport``), with no queue actor;
     - the Ray Data callback is dropped when a run is given no Ray Dataset (ours never is).
 
+    What this gives up: ``ray.train.get_all_reported_checkpoints()`` inside a worker asks the
+    controller actor, which is now the trial actor, so it is not available to the training
+    function (ours reads its checkpoint with ``ray.train.get_checkpoint()``, which still works).
+
     ``_initialize_and_run_controller`` and ``_create_default_callbacks`` are Ray's own seams
     (a contract test pins them against the installed Ray); where a Ray version lacks them, the
     plain trainer is used.

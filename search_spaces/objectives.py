@@ -29,6 +29,9 @@ SAMPLES_PER_SECOND = "samples_per_second"  # training samples per wall second, s
 TRUNCATED_EXAMPLES = "truncated_examples"  # examples whose context was cut to fit max_length
 CACHE_HIT = "cache_hit"  # 1 when the frozen prefix's states were read from the sweep's cache
 CACHED_DEPTH = "cached_depth"  # how many frozen blocks those states covered (0: none read)
+# bits per value of the stored training-split states the trial trained on (16: bf16/fp16, 32: fp32,
+# 0: no stored prefix), read from the tensors themselves
+CACHE_TRAIN_BITS = "cache_train_bits"
 RESUMED_FROM_EPOCH = "resumed_from_epoch"  # epoch of the checkpoint this run resumed from; 0 = never resumed
 PEAK_MEMORY_MB = "peak_memory_mb"  # the worker process's peak resident memory so far (rank 0's)
 GPU_PEAK_MEMORY_MB = "gpu_peak_memory_mb"  # peak CUDA memory allocated by the worker (GPU trials only)
@@ -56,6 +59,7 @@ REPORTED_METRICS: tuple[str, ...] = (
     TRUNCATED_EXAMPLES,
     CACHE_HIT,
     CACHED_DEPTH,
+    CACHE_TRAIN_BITS,
     RESUMED_FROM_EPOCH,
     PEAK_MEMORY_MB,
     GPU_PEAK_MEMORY_MB,

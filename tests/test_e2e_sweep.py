@@ -37,6 +37,7 @@ PER_EPOCH = [
     "truncated_examples",
     "cache_hit",
     "cached_depth",
+    "cache_train_bits",
 ]
 
 
@@ -96,6 +97,10 @@ def test_mlflow_layout(sweep):
         parts = [child.data.metrics[f"startup_{p}_seconds"] for p in ("launch", "data", "model")]
         assert all(p >= 0 for p in parts) and sum(parts) <= child.data.metrics["startup_seconds"]
         assert Path(child.data.tags[TAGS.CHECKPOINT]).is_dir()
+        # the default strategy (`full`) reads the frozen prefix; cache.dtype is bf16 by default,
+        # and the trial reports the precision of the states it actually trained on
+        frozen = int(params["freeze_layers"]) > 0
+        assert child.data.metrics["cache_train_bits"] == (16 if frozen else 0)
     assert "completed" in outcomes
     # freezing changes the trainable-parameter count the trials report
     counts = {c.data.params["freeze_layers"]: c.data.metrics["trainable_params"] for c in children}

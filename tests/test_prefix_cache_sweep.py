@@ -27,7 +27,7 @@ def _trials(workdir: Path) -> list[dict]:
             key: [
                 m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
             ]
-            for key in ("eval_accuracy", "eval_loss", "train_loss", "cache_hit", "cached_depth")
+            for key in ("eval_accuracy", "eval_loss", "train_loss", "cache_hit", "cached_depth", "cache_train_bits")
         }
         out.append({"learning_rate": run.data.params["learning_rate"], **history})
     return out
@@ -63,6 +63,7 @@ def test_second_trial_reads_the_stored_prefix(two_sweeps):
     first, second = _trials(workdir)
     assert first["cache_hit"] == [0, 0] and first["cached_depth"] == [0, 0]  # computed it, once
     assert second["cache_hit"] == [1, 1] and second["cached_depth"] == [1, 1]  # skipped the prefix
+    assert first["cache_train_bits"] == second["cache_train_bits"] == [32, 32]  # --set cache.dtype=fp32
     assert "prefix cache on: up to" in proc.stdout
     assert "deleted (sweep finished)" in proc.stdout
     assert not list((workdir / "runs" / "cache" / "cache").glob("features/*.safetensors"))
@@ -73,6 +74,6 @@ def test_cache_on_and_off_give_the_same_metrics(two_sweeps):
     assert "prefix cache off (cache.enabled: false)" in two_sweeps["off"][1].stdout
     assert [t["learning_rate"] for t in on] == [t["learning_rate"] for t in off]
     for a, b in zip(on, off, strict=True):
-        assert b["cache_hit"] == [0, 0]
+        assert b["cache_hit"] == [0, 0] and b["cache_train_bits"] == [0, 0]
         for key in ("eval_accuracy", "eval_loss", "train_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key

@@ -200,7 +200,7 @@ def _prefix_feed(
     from trainables.strategies import unwrap
 
     depth = resolve_depth(cfg.freeze_layers, unwrap(model))
-    task, none = cfg.task, {M.CACHE_HIT: 0, M.CACHED_DEPTH: 0}
+    task, none = cfg.task, {M.CACHE_HIT: 0, M.CACHED_DEPTH: 0, M.CACHE_TRAIN_BITS: 0}
     usable = task.prefix_cache_bytes > 0 and task.cache_dir and encoded.key and plan.ref
     if not usable or depth == 0 or not get_strategy(cfg.strategy).reads_frozen_prefix:
         return None, none
@@ -224,10 +224,16 @@ def _prefix_feed(
         dist.barrier()
     if use is None:  # blocks that return more than a tensor: run the prefix every step
         return None, none
-    found = torch.tensor([int(use.read_depth > 0), use.read_depth], device=device)
+    bits = use.features["train"].hidden.element_size() * 8
+    found = torch.tensor([int(use.read_depth > 0), use.read_depth, bits], device=device)
     if distributed:
         dist.broadcast(found, src=0)
-    return PrefixFeed(model, depth, use.features), {M.CACHE_HIT: int(found[0]), M.CACHED_DEPTH: int(found[1])}
+    hit, read_depth, bits = (int(x) for x in found.tolist())
+    return PrefixFeed(model, depth, use.features), {
+        M.CACHE_HIT: hit,
+        M.CACHED_DEPTH: read_depth,
+        M.CACHE_TRAIN_BITS: bits,
+    }
 
 
 def _resume_optimizer(
