@@ -8,6 +8,7 @@ Tune trial actor (``lean_trainer_class``) and hands every ``ray.train.report`` s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,13 +108,30 @@ def lean_trainer_class() -> type:
         def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:
             import asyncio
 
+            import ray
             from ray.train.v2._internal.execution.controller import TrainController
 
+            if ray.get_runtime_context().get_actor_id() is None:  # not in a trial actor: Ray's own way
+                return super()._initialize_and_run_controller(**controller_init_kwargs)
             controller = TrainController(**controller_init_kwargs)
-            asyncio.run(controller.run())
+            try:
+                asyncio.run(controller.run())
+            except BaseException:
+                # Tune stopping the trial (ASHA) ends this thread with SystemExit inside a report:
+                # release the workers and their placement group now rather than when the actor dies
+                _abort_workers(controller)
+                raise
             return controller.get_result()
 
     return LeanTorchTrainer
+
+
+def _abort_workers(controller: Any) -> None:
+    """Best effort: shut down a controller's worker group (what Train's own abort does)."""
+    group = getattr(controller, "_worker_group", None)
+    if group is not None:
+        with contextlib.suppress(Exception):  # already shut down, or Ray is going away
+            group.abort()
 
 
 def direct_tune_report() -> Any:

@@ -18,8 +18,19 @@ from trainables import stored
 from trainables.prefix_cache import SPLITS, Features, _load, _save
 
 
-def _copy(uri: str, cache: str) -> tuple[str, int]:
+def _copy(uri: str, cache: str, log: str, start_at: float) -> tuple[str, int]:
+    """One rank: a slow download (logged), all ranks starting at the same moment."""
     os.environ["ORCHESTRATOR_CACHE"] = cache
+    download = stored._download
+
+    def slow_download(uri: str, local: Path) -> None:
+        with open(log, "a") as f:
+            f.write("downloaded\n")
+        time.sleep(1.0)  # the others arrive while this one is downloading
+        download(uri, local)
+
+    stored._download = slow_download
+    time.sleep(max(0.0, start_at - time.time()))
     local = stored._machine_copy(uri)
     return str(local), local.stat().st_ino
 
@@ -38,9 +49,12 @@ def test_a_remote_entry_is_copied_once_per_machine_and_renewed_when_rewritten(tm
     remote.parent.mkdir()
     remote.write_bytes(b"states v1")
     uri = f"file://{remote}"
+    log = tmp_path / "downloads"
     with multiprocessing.get_context("spawn").Pool(3) as pool:  # three ranks of one machine at once
-        got = pool.starmap(_copy, [(uri, str(cache))] * 3)
-    assert len(set(got)) == 1  # one file, one inode: one copy
+        start_at = time.time() + 5  # after the spawned interpreters are up
+        got = pool.starmap(_copy, [(uri, str(cache), str(log), start_at)] * 3)
+    assert log.read_text() == "downloaded\n"  # one download; the other two waited and read it
+    assert len(set(got)) == 1  # one file, one inode
     copy = Path(got[0][0])
     assert copy.read_bytes() == b"states v1"
     assert [p.name for p in (cache / "copies").iterdir() if not p.name.endswith(".lock")] == [copy.name]
@@ -61,9 +75,13 @@ def test_copies_unused_for_a_day_are_removed_with_the_next_download(tmp_path, mo
     day_ago = time.time() - stored.COPY_UNUSED_S - 60
     os.utime(old, (day_ago, day_ago))
     (bucket / "new").write_bytes(b"new")
-    stored._machine_copy(f"file://{bucket / 'new'}")
-    assert not old.exists() and not Path(f"{old}.lock").exists()
-    assert recent.read_bytes() == b"recent"
+    (bucket / "held").write_bytes(b"held")
+    held = stored._machine_copy(f"file://{bucket / 'held'}")
+    os.utime(held, (day_ago, day_ago))
+    with stored.write_lock(str(held)):  # someone is reading this one right now
+        stored._machine_copy(f"file://{bucket / 'new'}")
+    assert not old.exists()
+    assert recent.read_bytes() == b"recent" and held.read_bytes() == b"held"
 
 
 def _rss_mb() -> float:
@@ -81,8 +99,8 @@ def _read_a_shard(uri: str) -> tuple[float, float, list[float]]:
 
 
 def test_a_reader_pays_for_the_rows_it_reads_not_the_entry(tmp_path):
-    """An entry of ~250 MB: reading a 20-example shard of it adds a few MB to the process."""
-    examples, width, hidden = 4000, 8, 2048
+    """An entry of ~260 MB: reading a 20-example shard of it adds a few MB to the process."""
+    examples, width, hidden = 4000, 8, 1024
     states = torch.arange(examples, dtype=torch.float32).repeat_interleave(width)[:, None].expand(-1, hidden)
     offsets = torch.arange(0, examples * width + 1, width, dtype=torch.int64)
     entry = {s: Features(states.contiguous(), offsets.clone()) for s in SPLITS}
@@ -90,8 +108,8 @@ def test_a_reader_pays_for_the_rows_it_reads_not_the_entry(tmp_path):
     (tmp_path / "features").mkdir()
     _save(entry, uri)
     del entry, states
-    assert Path(uri).stat().st_size > 250e6
+    assert Path(uri).stat().st_size > 260e6
     with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh process, as a rank is
         before, after, firsts = pool.apply(_read_a_shard, (f"file://{uri}",))
     assert firsts == [float(i) for i in range(0, 4000, 200)]  # the right rows
-    assert after - before < 40, (before, after)  # not the 250 MB entry
+    assert after - before < 40, (before, after)  # not the 260 MB entry

@@ -151,14 +151,23 @@ def _machine_copy(uri: str) -> Path:
 
 
 def _prune_copies(folder: Path) -> None:
+    """Remove copies unused for a day; a copy someone holds the lock of is left alone."""
+    import fcntl
+
     cutoff = time.time() - COPY_UNUSED_S
     for old in folder.iterdir():
         if old.suffix == ".lock":
-            continue  # removed with its copy
-        with contextlib.suppress(OSError):  # another process may prune the same file
-            if old.stat().st_mtime < cutoff:
-                old.unlink()  # a process that mapped it keeps reading it (Linux keeps the inode)
-                Path(f"{old}.lock").unlink(missing_ok=True)
+            continue  # tiny; removing one another process holds would split the lock
+        with contextlib.suppress(OSError):  # in use (lock held), or another process pruned it
+            if old.stat().st_mtime >= cutoff:
+                continue
+            if "." in old.name:  # a download that was killed half-way
+                old.unlink()
+                continue
+            with open(f"{old}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if old.stat().st_mtime < cutoff:  # not used while we waited for the lock
+                    old.unlink()  # a process that mapped it keeps reading it (Linux keeps the inode)
 
 
 def tree_bytes(uri: str) -> int:
