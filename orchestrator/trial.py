@@ -74,8 +74,8 @@ def lean_trainer_class() -> type:
 
     Train V2 starts, for every run, a controller actor (a new process that imports Train and
     torch) and a ``DatasetManager`` actor (Ray Data: pandas, pyarrow), and Tune's report
-    callback adds a queue actor between them: three processes per trial, about 3.5 s of
-    start-up each on a small machine, before the worker group exists. Here:
+    callback adds a queue actor between them: three processes per trial (the controller alone
+    took 3.5 s to start on a 2-core machine) before the worker group exists. Here:
 
     - the controller (an asyncio loop that only calls the workers) runs in the Tune trial
       actor, which already imported all it needs and is an actor itself, so the placement-group
