@@ -192,8 +192,8 @@ def _prefix_feed(
 ) -> tuple[PrefixFeed | None, dict[str, int]]:
     """The frozen prefix's states from the sweep's cache (computed once per key), or None.
 
-    Rank 0 reads or computes the entry first; the other ranks then read it (both whole splits of
-    indexed examples; the loaders shard by index). Every rank reports what rank 0 found.
+    Rank 0 reads or computes the entry first; the other ranks then map it (each touches only the
+    rows its loader's shard asks for). Every rank reports what rank 0 found.
     """
     import torch.distributed as dist
 
@@ -353,6 +353,21 @@ def _train_metrics(
     return out
 
 
+def _trial_data(cfg: TrainConfig, rank: int) -> tuple[Any, Any, Any, dict[str, list], Any]:
+    """Tokenizer, template, the sweep's encoded splits (indexed rows) and the stored tokenizer's ref.
+
+    The same prepared rows on every rank; the template renders context around each text. Rank 0
+    stores the tokenizer's files once per sweep; checkpoints refer to them.
+    """
+    task = cfg.task
+    tokenizer = load_tokenizer(task.model)
+    template = resolve_template(cfg.context_template, task.templates)
+    encoded = encoded_splits(task, template, tokenizer)  # once per sweep and template
+    splits = {"train": _indexed(encoded.train), "validation": _indexed(encoded.validation)}
+    tokenizer_ref = store_tokenizer(tokenizer, task.cache_dir) if rank == 0 and task.cache_dir else None
+    return tokenizer, template, encoded, splits, tokenizer_ref
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -366,14 +381,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     precision = resolve_precision(cfg.precision, device)
     _seed_everything(cfg.seed)
 
-    # Data: the same prepared rows on every rank; the template renders context around each text.
-    tokenizer = load_tokenizer(task.model)
+    tokenizer, template, encoded, splits, tokenizer_ref = _trial_data(cfg, rank)
     pad_id = tokenizer.pad_token_id
-    template = resolve_template(cfg.context_template, task.templates)
-    encoded = encoded_splits(task, template, tokenizer)  # once per sweep and template
-    splits = {"train": _indexed(encoded.train), "validation": _indexed(encoded.validation)}
-    # rank 0 stores the tokenizer's files once per sweep; checkpoints refer to them
-    tokenizer_ref = store_tokenizer(tokenizer, task.cache_dir) if rank == 0 and task.cache_dir else None
     marks["data"] = time.time()
 
     start = _restore_or_build(cfg, tokenizer)
