@@ -3,6 +3,8 @@
 Tiny random BERT (2 blocks), 2 trials one after the other, 2 DDP ranks each (every rank reads
 the stored states, the loaders shard them), ``freeze_layers: 1``. The same sweep with
 ``cache.enabled: false`` (same TPE seed, so the same learning rates) gives the same metrics.
+Both accumulate each batch of 16 over micro-batches of 6 (``train.micro_batch_size``), so the
+stored states are also read for row slices of a batch, under DDP.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def _trials(workdir: Path) -> list[dict]:
             ]
             for key in ("eval_accuracy", "eval_loss", "train_loss", "cache_hit", "cached_depth", "cache_train_bits")
         }
+        assert run.data.params["micro_batch_size"] == "6"
         out.append({"learning_rate": run.data.params["learning_rate"], **history})
     return out
 
@@ -47,6 +50,7 @@ def two_sweeps(tmp_path_factory):
         resources={"workers_per_trial": 2, "cpus_per_worker": 0.5},
     )
     spec["train"]["freeze_layers"] = 1
+    spec["train"]["micro_batch_size"] = 6
     path = write_sweep(root, spec)
     runs = {}
     # fp32 states: the cache then changes nothing but speed (bf16, the default, is checked in

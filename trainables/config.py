@@ -33,8 +33,9 @@ SUBKNOB_OWNERS: dict[str, str] = {
     "prompt_tokens": "prompt",
 }
 
-# Set per sweep in ``train:``, never sampled: they change what is kept, not what is learned.
-NOT_SEARCHABLE = frozenset({"keep_checkpoints"})
+# Set per sweep in ``train:``, never sampled: they change what is kept or how much memory a step
+# takes, not what is learned.
+NOT_SEARCHABLE = frozenset({"keep_checkpoints", "micro_batch_size"})
 
 
 class Hyperparameters(BaseModel):
@@ -65,6 +66,13 @@ class Hyperparameters(BaseModel):
     context_template: str = Field("plain", description="name of a template (sweep file or preset library)")
     epochs: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, description="per-worker batch size")
+    micro_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="most examples per forward/backward pass: each batch is split into micro-batches "
+        "of this size and their gradients accumulated, so the optimizer step (what is learned) stays "
+        "batch_size; lowers activation memory. null = batch_size",
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with linear warm-up")
     precision: Precision = Field("fp32", description="fp32, or bf16 / fp16 autocast (fp16 needs a GPU)")

@@ -8,6 +8,7 @@ checkpoint. It never talks to MLflow or Tune: the driver records what it reports
 
 from __future__ import annotations
 
+import contextlib
 import random
 import tempfile
 import time
@@ -38,6 +39,7 @@ __all__ = [
     "build_model",
     "encode_splits",
     "make_optimizer",
+    "micro_batches",
     "resolve_trial_config",
     "train_epoch",
     "train_loop_per_worker",
@@ -101,21 +103,57 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -
     return optimizer, scheduler, params
 
 
+def micro_batches(batch: dict[str, torch.Tensor], size: int | None) -> list[dict[str, torch.Tensor]]:
+    """``batch`` cut into consecutive row slices of at most ``size`` (None: the batch itself).
+
+    Slices keep the batch's padding width, so every row is computed exactly as in the whole batch.
+    """
+    rows = len(batch["labels"])
+    if size is None or size >= rows:
+        return [batch]
+    return [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, rows, size)]
+
+
+def _no_sync(model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP's gradient all-reduce only on the last micro-batch of a step (one all-reduce per step)."""
+    if last or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
 def train_epoch(
-    model, loader, optimizer, scheduler, scaler, params, *, precision, device, on_first_step=None, feed=None
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    scaler,
+    params,
+    *,
+    precision,
+    device,
+    on_first_step=None,
+    feed=None,
+    micro_batch_size=None,
 ):
     """One pass over ``loader``; returns (examples seen, summed loss). Frozen modules stay in eval mode.
 
-    With a ``feed`` the frozen prefix's stored states are read instead of computed.
+    With a ``feed`` the frozen prefix's stored states are read instead of computed. With a
+    ``micro_batch_size`` each batch's gradient is accumulated over micro-batches, each loss
+    weighted by its share of the batch: the same step as the whole batch, in less memory.
     """
     model.train()
     seen, loss_sum = 0, 0.0
     for batch in loader:
-        batch = to_device(batch, device, feed)
-        with autocast(precision, device):
-            loss = model(**batch).loss
+        rows = len(batch["labels"])
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        parts = micro_batches(batch, micro_batch_size)
+        for i, part in enumerate(parts):
+            part = to_device(part, device, feed)
+            with _no_sync(model, last=i == len(parts) - 1):
+                with autocast(precision, device):
+                    loss = model(**part).loss
+                scaler.scale(loss * (len(part["labels"]) / rows)).backward()
+            loss_sum += loss.item() * len(part["labels"])
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         scaler.step(optimizer)
@@ -123,8 +161,7 @@ def train_epoch(
         scheduler.step()
         if on_first_step is not None and seen == 0:
             on_first_step()
-        seen += len(batch["labels"])
-        loss_sum += loss.item() * len(batch["labels"])
+        seen += rows
     return seen, loss_sum
 
 
@@ -205,7 +242,7 @@ def _prefix_feed(
     if not usable or depth == 0 or not get_strategy(cfg.strategy).reads_frozen_prefix:
         return None, none
     distributed = dist.is_available() and dist.is_initialized()
-    eval_batch = eval_batch_size(cfg.batch_size)  # validation states in evaluation's own batches
+    eval_batch = eval_batch_size(cfg.batch_size, cfg.micro_batch_size)  # validation states in evaluation's own batches
     if distributed and rank != 0:
         dist.barrier()  # rank 0 has stored the entry (or found it)
     use = prefix_features(
@@ -403,7 +440,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     step_args = dict(precision=precision, device=device, feed=feed)
     eval_args = dict(
-        batch_size=eval_batch_size(cfg.batch_size),
+        batch_size=eval_batch_size(cfg.batch_size, cfg.micro_batch_size),
         pad_id=pad_id,
         num_labels=len(task.label_names),
         **step_args,
@@ -426,6 +463,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             scaler,
             params,
             on_first_step=lambda: first_step or first_step.append(time.time() - trial_started),
+            micro_batch_size=cfg.micro_batch_size,
             **step_args,
         )
         epoch_seconds = time.time() - t0

@@ -16,9 +16,12 @@ from trainables.device import autocast
 __all__ = ["all_reduce", "classification_metrics", "collate", "eval_batch_size", "evaluate", "to_device"]
 
 
-def eval_batch_size(train_batch_size: int) -> int:
-    """Evaluation batch size (no gradients, so twice the training batch); one definition for all callers."""
-    return 2 * train_batch_size
+def eval_batch_size(train_batch_size: int, micro_batch_size: int | None = None) -> int:
+    """Evaluation batch size: twice the rows of one training pass (no gradients are kept).
+
+    One definition for training, promotion and prediction, so all of them batch alike.
+    """
+    return 2 * min(train_batch_size, micro_batch_size or train_batch_size)
 
 
 def collate(pad_id: int):

@@ -79,7 +79,8 @@ class TextClassifier:
         self.model = load_classifier(directory)  # pooling and strategy from trial.json
         precision = self.info["hyperparameters"].get("precision", "fp32")
         self.precision = precision if precision != "fp16" else "fp32"  # fp16 autocast is CUDA-only
-        self.batch_size = eval_batch_size(int(self.info["hyperparameters"].get("batch_size", 16)))
+        hp = self.info["hyperparameters"]
+        self.batch_size = eval_batch_size(int(hp.get("batch_size", 16)), hp.get("micro_batch_size"))
         self.encoder = ContextEncoder(
             self.tokenizer,
             self.template,
