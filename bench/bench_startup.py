@@ -68,7 +68,9 @@ def run_variant(variant: str, trials: int, concurrency: int, root: str) -> tuple
     tuner = tune.Tuner(
         fn,
         param_space={"i": tune.grid_search(list(range(trials)))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=variant.endswith("reuse")),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrency, reuse_actors=variant.endswith("reuse")
+        ),
         run_config=tune.RunConfig(name=variant, storage_path=root, verbose=0),
     )
     start = time.perf_counter()
@@ -104,7 +106,9 @@ def main() -> None:
                     s, w = run_variant(v, args.trials, args.concurrency, root)
                     startups[v] += s
                     walls[v].append(w)
-                    print(f"round {r + 1} {v:11s} wall {w:5.1f} s  start-up {' '.join(f'{x:.1f}' for x in s)}")
+                    print(
+                        f"round {r + 1} {v:11s} wall {w:5.1f} s  start-up {' '.join(f'{x:.1f}' for x in s)}"
+                    )
     finally:
         ray.shutdown()
 

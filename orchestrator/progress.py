@@ -31,6 +31,7 @@ from rich.text import Text
 
 from orchestrator.console import styled
 from orchestrator.plan import trial_key
+from orchestrator.tracking import error_summary
 from search_spaces import objectives as M
 
 __all__ = ["ProgressCallback", "SweepProgress", "describe_config", "showing"]
@@ -220,7 +221,5 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if (p := _active()) is not None:
-            error = str(trial.get_error() or "").strip().splitlines()
-            p.trial_ended(
-                trial_key(trial), trial.config, f": {error[-1] if error else 'unknown error'}", failed=True
-            )
+            _, line = error_summary(trial.get_error() or "")
+            p.trial_ended(trial_key(trial), trial.config, f": {line}", failed=True)

@@ -43,6 +43,19 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def error_summary(error: object) -> tuple[str, str]:
+    """(kind, one line) of a trial's error: ``out_of_memory`` with its advice, else ``error`` and the
+    error's last line (where Python names the exception)."""
+    from trainables.device import OUT_OF_MEMORY, TrialOutOfMemory
+
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else "unknown error"
+    oom = f"{TrialOutOfMemory.__module__}.{TrialOutOfMemory.__name__}: "
+    if line.startswith(oom + OUT_OF_MEMORY):
+        return "out_of_memory", line.removeprefix(oom)
+    return "error", line
+
+
 class TAGS:
     ROLE = "orchestrator.role"  # "sweep" | "trial"
     SWEEP = "orchestrator.sweep"
@@ -51,7 +64,8 @@ class TAGS:
     TRAIN_RUN = "orchestrator.train_run"  # Ray Train run directory holding the epoch checkpoints
     CHECKPOINT = "orchestrator.checkpoint"  # latest checkpoint of the trial
     OUTCOME = "orchestrator.outcome"  # completed | early_stopped | failed | interrupted
-    ERROR = "orchestrator.error"
+    ERROR = "orchestrator.error"  # the error's last line
+    ERROR_KIND = "orchestrator.error_kind"  # out_of_memory | error
     CONFIG_ID = "config_id"  # the trial's config without its seed: the same for every repeat (UI group-by)
     PARENT = "mlflow.parentRunId"
     RUN_NAME = "mlflow.runName"
@@ -221,8 +235,9 @@ class TrialRecorderCallback(tune.Callback):
         if found:  # re-attach after a resume or a trial retry
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            if TAGS.ERROR in found[0].data.tags:  # a failed trial trained again
-                self.client.delete_tag(run_id, TAGS.ERROR)
+            for tag in (TAGS.ERROR, TAGS.ERROR_KIND):  # a failed trial trained again
+                if tag in found[0].data.tags:
+                    self.client.delete_tag(run_id, tag)
             history = self.client.get_metric_history(run_id, M.EPOCH)
             self._logged_epochs[trial_id] = {int(m.step) for m in history}
             best = self.client.get_metric_history(run_id, f"best_{self.metric}")
@@ -282,8 +297,9 @@ class TrialRecorderCallback(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self._child(trial)
         error = trial.get_error() or "unknown error"
-        lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+        kind, line = error_summary(error)
         self.client.set_tag(run_id, TAGS.OUTCOME, "failed")
-        self.client.set_tag(run_id, TAGS.ERROR, (lines[-1] if lines else str(error))[:5000])
+        self.client.set_tag(run_id, TAGS.ERROR, line[:5000])
+        self.client.set_tag(run_id, TAGS.ERROR_KIND, kind)
         self.client.log_text(run_id, str(error), "error.txt")
         self.client.set_terminated(run_id, status="FAILED")

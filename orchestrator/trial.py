@@ -111,6 +111,8 @@ def lean_trainer_class() -> type:
             import ray
             from ray.train.v2._internal.execution.controller import TrainController
 
+            policy = controller_init_kwargs["failure_policy"]
+            controller_init_kwargs["failure_policy"] = no_retry_on_out_of_memory(policy)
             if ray.get_runtime_context().get_actor_id() is None:  # not in a trial actor: Ray's own way
                 return super()._initialize_and_run_controller(**controller_init_kwargs)
             controller = TrainController(**controller_init_kwargs)
@@ -124,6 +126,33 @@ def lean_trainer_class() -> type:
             return controller.get_result()
 
     return LeanTorchTrainer
+
+
+def no_retry_on_out_of_memory(policy: Any) -> Any:
+    """Train's failure policy, except that a worker out of memory ends the run at once.
+
+    Retrying would run the same step into the same wall; other ranks of the group fail with
+    it (a broken collective), so one rank's ``TrialOutOfMemory`` decides.
+    """
+    from ray.train.v2._internal.execution.failure_handling import FailureDecision, FailurePolicy
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from trainables.device import TrialOutOfMemory
+
+    class NoRetryOnOutOfMemory(FailurePolicy):
+        def __init__(self, inner: FailurePolicy):
+            super().__init__(inner.failure_config)
+            self.inner = inner
+
+        def make_decision(self, training_failed_error: Any) -> FailureDecision:
+            failures = getattr(training_failed_error, "worker_failures", {})
+            if isinstance(training_failed_error, WorkerGroupError) and any(
+                isinstance(e, TrialOutOfMemory) for e in failures.values()
+            ):
+                return FailureDecision.RAISE
+            return self.inner.make_decision(training_failed_error)
+
+    return NoRetryOnOutOfMemory(policy)
 
 
 def _abort_workers(controller: Any) -> None:

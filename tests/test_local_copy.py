@@ -71,7 +71,10 @@ def test_copies_unused_for_a_day_are_removed_with_the_next_download(tmp_path, mo
     bucket.mkdir()
     (bucket / "old").write_bytes(b"old")
     (bucket / "recent").write_bytes(b"recent")
-    old, recent = stored._machine_copy(f"file://{bucket / 'old'}"), stored._machine_copy(f"file://{bucket / 'recent'}")
+    old, recent = (
+        stored._machine_copy(f"file://{bucket / 'old'}"),
+        stored._machine_copy(f"file://{bucket / 'recent'}"),
+    )
     day_ago = time.time() - stored.COPY_UNUSED_S - 60
     os.utime(old, (day_ago, day_ago))
     (bucket / "new").write_bytes(b"new")

@@ -27,7 +27,9 @@ from trainables.models import classifier_from_config
 
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
-    config = hf.BertConfig(**SIZES, num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = hf.BertConfig(
+        **SIZES, num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     config.num_labels = 3
     return classifier_from_config(config, "mean")
 
@@ -35,7 +37,9 @@ def _model() -> torch.nn.Module:
 def _batches(rank: int = 0, world: int = 1) -> list[dict[str, torch.Tensor]]:
     """Two batches of 7 rows of different lengths (padded as the training loader pads)."""
     g = torch.Generator().manual_seed(1)
-    rows = [(torch.randint(3, 100, (int(n),), generator=g).tolist(), i % 3) for i, n in enumerate(range(4, 32, 2))]
+    rows = [
+        (torch.randint(3, 100, (int(n),), generator=g).tolist(), i % 3) for i, n in enumerate(range(4, 32, 2))
+    ]
     rows = rows[rank::world]
     pad = collate(0)
     return [pad(rows[i : i + 7]) for i in range(0, len(rows), 7)]
@@ -98,7 +102,9 @@ def _rank(rank: int, port: int, out: dict) -> None:
     torch.set_num_threads(1)
     try:
         for micro in (None, 2):
-            ddp = torch.nn.parallel.DistributedDataParallel(_model())  # what ray.train.torch.prepare_model does
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                _model()
+            )  # what ray.train.torch.prepare_model does
             flat, loss = _epoch(ddp, _batches(rank, 2), micro)
             gathered = [torch.zeros_like(flat) for _ in range(2)]
             dist.all_gather(gathered, flat)

@@ -29,7 +29,14 @@ def _trials(workdir: Path) -> list[dict]:
             key: [
                 m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
             ]
-            for key in ("eval_accuracy", "eval_loss", "train_loss", "cache_hit", "cached_depth", "cache_train_bits")
+            for key in (
+                "eval_accuracy",
+                "eval_loss",
+                "train_loss",
+                "cache_hit",
+                "cached_depth",
+                "cache_train_bits",
+            )
         }
         assert run.data.params["micro_batch_size"] == "6"
         out.append({"learning_rate": run.data.params["learning_rate"], **history})

@@ -58,3 +58,35 @@ def test_node_local_storage_is_refused_on_a_multi_machine_cluster(tmp_path):
         SpecError, match=r"storage: .* is local to this node .* spans 2 machines; set storage to s3://"
     ):
         check_shared_storage(str(tmp_path), {"10.0.0.1", "10.0.0.2"})
+
+
+def _oom_message(exc: BaseException, **batch) -> str | None:
+    from trainables.device import TrialOutOfMemory, out_of_memory_as_error
+
+    try:
+        with out_of_memory_as_error(torch.device("cpu"), **batch):
+            raise exc
+    except TrialOutOfMemory as out:
+        assert out.__cause__ is exc  # the full error stays chained (error.txt)
+        return str(out)
+    except Exception as other:
+        assert other is exc
+        return None
+
+
+def test_out_of_memory_becomes_one_line_with_what_to_change():
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")  # what CUDA raises
+    message = _oom_message(cuda, batch_size=32, micro_batch_size=8)
+    assert message == (
+        "out of memory on cpu with 8 rows per pass: set train.micro_batch_size to 4 "
+        "(gradients are accumulated, batch_size stays 32) or lower data.max_length"
+    )
+    one_row = _oom_message(MemoryError(), batch_size=1, micro_batch_size=None)
+    assert one_row.endswith(
+        "1 row per pass: lower data.max_length, freeze more layers or use a lighter strategy"
+    )
+    assert _oom_message(ValueError("shape mismatch"), batch_size=4, micro_batch_size=None) is None
+    assert (
+        _oom_message(RuntimeError("CUDA error: device-side assert"), batch_size=4, micro_batch_size=None)
+        is None
+    )

@@ -14,6 +14,23 @@ from mlflow.tracking import MlflowClient
 from orchestrator.tracking import TAGS, SweepRecorder, TrialRecorderCallback
 
 
+def _oom_line() -> str:
+    """The last line of a trial that ran out of memory, as a real allocation failure makes it."""
+    import torch
+
+    from trainables.device import out_of_memory_as_error
+
+    try:
+        with out_of_memory_as_error(torch.device("cpu"), batch_size=8, micro_batch_size=None):
+            torch.empty(2**50, dtype=torch.uint8)
+    except RuntimeError as exc:
+        return f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
+    raise AssertionError("no allocation failure")
+
+
+OOM_LINE = _oom_line()
+
+
 @dataclass
 class TrialStandIn:
     trial_id: str
@@ -53,7 +70,8 @@ def test_statuses_and_metrics(tmp_path):
         TrialStandIn("b_2"),
         TrialStandIn("c_3", error="Traceback\nValueError: boom"),
     )
-    for t in (done, stopped, failed):
+    oom = TrialStandIn("d_4", error=f"Traceback\n{OOM_LINE}\n")
+    for t in (done, stopped, failed, oom):
         cb.on_trial_start(0, [], t)
     for epoch in (1, 2, 3):
         cb.on_trial_result(0, [], done, _result(epoch, 0.5 + epoch / 10))
@@ -63,14 +81,18 @@ def test_statuses_and_metrics(tmp_path):
     stopped.last_result = _result(1, 0.4)
     cb.on_trial_complete(0, [], stopped)
     cb.on_trial_error(0, [], failed)
+    cb.on_trial_error(0, [], oom)
     rec.close("FINISHED")
 
     client = MlflowClient(uri)
     runs = {r.data.tags[TAGS.TRIAL_ID]: r for r in rec.children()}
-    assert set(runs) == {"a_1", "b_2", "c_3"}
+    assert set(runs) == {"a_1", "b_2", "c_3", "d_4"}
     assert runs["a_1"].info.status == "FINISHED" and runs["a_1"].data.tags[TAGS.OUTCOME] == "completed"
     assert runs["b_2"].info.status == "KILLED" and runs["b_2"].data.tags[TAGS.OUTCOME] == "early_stopped"
     assert runs["c_3"].info.status == "FAILED" and runs["c_3"].data.tags[TAGS.ERROR] == "ValueError: boom"
+    assert runs["c_3"].data.tags[TAGS.ERROR_KIND] == "error"
+    assert runs["d_4"].data.tags[TAGS.ERROR_KIND] == "out_of_memory"
+    assert runs["d_4"].data.tags[TAGS.ERROR] == OOM_LINE.split(": ", 1)[1]
     history = client.get_metric_history(runs["a_1"].info.run_id, "eval_accuracy")
     assert [(m.step, round(m.value, 2)) for m in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]
     assert runs["a_1"].data.params["freeze_layers"] == "1"

@@ -49,7 +49,9 @@ def test_the_controller_seam_exists_in_this_ray():
 
     from ray.train.v2._internal.execution.controller import TrainController
 
-    assert "controller_init_kwargs" in inspect.signature(TorchTrainer._initialize_and_run_controller).parameters
+    assert (
+        "controller_init_kwargs" in inspect.signature(TorchTrainer._initialize_and_run_controller).parameters
+    )
     assert inspect.iscoroutinefunction(TrainController.run)
     assert not inspect.iscoroutinefunction(TrainController.get_result)
 
@@ -61,12 +63,24 @@ def _report_twice(config: dict) -> None:
     import ray.train
 
     context = ray.train.get_context()
+    if config["fail_marker"] == "oom":  # a real allocation failure, as the training loop wraps it
+        import torch
+
+        from trainables.device import out_of_memory_as_error
+
+        with open(os.path.join(config["root"], f"oom-attempt-{context.get_world_rank()}"), "a") as f:
+            f.write("x")
+        with out_of_memory_as_error(torch.device("cpu"), batch_size=32, micro_batch_size=None):
+            if context.get_world_rank() == 0:
+                torch.empty(2**50, dtype=torch.uint8)
+            ray.train.report({"epoch": 0, "rank": context.get_world_rank()})  # the other rank waits here
     if context.get_world_rank() == 0 and config["fail_marker"] and not os.path.exists(config["fail_marker"]):
         open(config["fail_marker"], "w").close()
         raise RuntimeError("first attempt fails")  # Train's FailureConfig restarts the worker group
     for epoch in range(2):
         with tempfile.TemporaryDirectory() as d:
-            open(os.path.join(d, "x"), "w").write(str(epoch))
+            with open(os.path.join(d, "x"), "w") as f:
+                f.write(str(epoch))
             ray.train.report(
                 {"epoch": epoch, "rank": context.get_world_rank()},
                 checkpoint=ray.train.Checkpoint.from_directory(d) if context.get_world_rank() == 0 else None,
@@ -80,7 +94,7 @@ def _lean_trial(config: dict, root: str) -> None:
 
     lean_trainer_class()(
         _report_twice,
-        train_loop_config={"fail_marker": config["fail_marker"]},
+        train_loop_config={"fail_marker": config["fail_marker"], "root": root},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(
             name=ray.tune.get_context().get_trial_id(),
@@ -91,27 +105,43 @@ def _lean_trial(config: dict, root: str) -> None:
     ).fit()
 
 
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
 def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_queue_actor(tmp_path):
     """Real Tune + Train V2 with 2 workers: rank 0's reports and checkpoint paths reach Tune in
-    order, a worker failure is retried by Train, and the only actors are Tune's trial actor,
-    the workers and Train's helpers: no controller actor, no queue actor, no dataset manager."""
+    order, a worker failure is retried by Train but running out of memory is not (the trial
+    fails at once with one line), and the only actors are Tune's trial actor, the workers and
+    Train's helpers: no controller actor, no queue actor, no dataset manager."""
     from ray import tune
 
+    (tmp_path / "train").mkdir()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         results = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_lean_trial, root=str(tmp_path / "train")), {"cpu": 0.01}),
-            param_space={"fail_marker": tune.grid_search([str(tmp_path / "failed-once"), ""])},
+            tune.with_resources(
+                tune.with_parameters(_lean_trial, root=str(tmp_path / "train")), {"cpu": 0.01}
+            ),
+            param_space={"fail_marker": tune.grid_search([str(tmp_path / "failed-once"), "", "oom"])},
             run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
         ).fit()
         classes = [a["ActorClassName"] for a in ray._private.state.actors().values()]
     finally:
         ray.shutdown()
-    assert not [r.error for r in results if r.error]
-    for r in results:
+    by_marker = {r.config["fail_marker"]: r for r in results}
+    oom = str(by_marker.pop("oom").error).strip().splitlines()
+    assert oom[-1].startswith(
+        "trainables.device.TrialOutOfMemory: out of memory on cpu with 32 rows per pass: "
+    ), oom[-1]
+    assert "set train.micro_batch_size to 16" in oom[-1]
+    assert _read(tmp_path / "train" / "oom-attempt-0") == "x"  # not retried (max_failures=1)
+    for r in by_marker.values():
+        assert r.error is None, r.error
         history = r.metrics_dataframe
         assert list(history["epoch"]) == [0, 1] and set(history["rank"]) == {0}
-        assert all(open(f"{p}/x").read() == str(e) for p, e in zip(history["checkpoint_path"], [0, 1]))
+        assert all(_read(f"{p}/x") == str(e) for p, e in zip(history["checkpoint_path"], [0, 1], strict=True))
     assert (tmp_path / "failed-once").exists()
-    assert classes.count("RayTrainWorker") == 2 * 2 + 2  # 2 trials x 2 workers, + the retried group
+    assert classes.count("RayTrainWorker") == 3 * 2 + 2  # 3 trials x 2 workers, + the retried group
     assert not {"TrainController", "_QueueActor", "DatasetManager"} & set(classes), classes

@@ -11,7 +11,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["autocast", "grad_scaler", "resolve_precision", "train_device"]
+__all__ = [
+    "OUT_OF_MEMORY",
+    "TrialOutOfMemory",
+    "autocast",
+    "grad_scaler",
+    "is_out_of_memory",
+    "out_of_memory_as_error",
+    "resolve_precision",
+    "train_device",
+]
+
+OUT_OF_MEMORY = "out of memory"  # how a trial's one-line error starts (tracking tags it by this)
 
 
 def train_device() -> torch.device:
@@ -44,3 +55,48 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaler: active only for fp16 on CUDA (bf16 and fp32 need none)."""
     return torch.amp.GradScaler(device.type, enabled=(precision == "fp16" and device.type == "cuda"))
+
+
+class TrialOutOfMemory(RuntimeError):
+    """A trial ran out of (GPU or host) memory; the message is one line that says what to change."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError``, or the CPU allocator's failure (a plain ``RuntimeError``)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def _memory_note(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    peak, total = (
+        torch.cuda.max_memory_allocated(device),
+        torch.cuda.get_device_properties(device).total_memory,
+    )
+    return f", peak {peak / 2**30:.1f} of {total / 2**30:.1f} GiB"
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(device: torch.device, *, batch_size: int, micro_batch_size: int | None):
+    """Turn an out-of-memory failure into :class:`TrialOutOfMemory`: one line, what to change.
+
+    The cause stays chained (the full traceback is in the trial's ``error.txt``). The trial's
+    Train run does not retry it (``orchestrator.trial``): the same step would fail again.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_out_of_memory(exc) or isinstance(exc, TrialOutOfMemory):
+            raise
+        rows = min(batch_size, micro_batch_size or batch_size)
+        fix = (
+            f"set train.micro_batch_size to {rows // 2} (gradients are accumulated, batch_size stays "
+            f"{batch_size}) or lower data.max_length"
+            if rows > 1
+            else "lower data.max_length, freeze more layers or use a lighter strategy"
+        )
+        where = f"{device}{_memory_note(device)}"
+        per_pass = f"{rows} row{'s' if rows > 1 else ''} per pass"
+        raise TrialOutOfMemory(f"{OUT_OF_MEMORY} on {where} with {per_pass}: {fix}") from exc

@@ -25,7 +25,7 @@ from search_spaces.presets import resolve_template
 from trainables.base_weights import DeltaPlan, plan_delta, write_base
 from trainables.checkpoints import load_checkpoint, load_resume_state, read_trial_info, save_checkpoint
 from trainables.config import TrainConfig
-from trainables.device import autocast, grad_scaler, resolve_precision, train_device
+from trainables.device import autocast, grad_scaler, out_of_memory_as_error, resolve_precision, train_device
 from trainables.encoded import encoded_splits
 from trainables.freezing import count_trainable_parameters, resolve_depth
 from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate, to_device
@@ -242,7 +242,9 @@ def _prefix_feed(
     if not usable or depth == 0 or not get_strategy(cfg.strategy).reads_frozen_prefix:
         return None, none
     distributed = dist.is_available() and dist.is_initialized()
-    eval_batch = eval_batch_size(cfg.batch_size, cfg.micro_batch_size)  # validation states in evaluation's own batches
+    eval_batch = eval_batch_size(
+        cfg.batch_size, cfg.micro_batch_size
+    )  # validation states in evaluation's own batches
     if distributed and rank != 0:
         dist.barrier()  # rank 0 has stored the entry (or found it)
     use = prefix_features(
@@ -406,15 +408,24 @@ def _trial_data(cfg: TrainConfig, rank: int) -> tuple[Any, Any, Any, dict[str, l
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One trial on one rank: data, model, prefix states, then an epoch loop reporting each epoch.
+
+    Running out of memory anywhere in it ends the trial with one line saying what to change.
+    """
+    marks = {"entry": time.time()}
+    cfg = resolve_trial_config(config)
+    device = train_device()
+    with out_of_memory_as_error(device, batch_size=cfg.batch_size, micro_batch_size=cfg.micro_batch_size):
+        _train(cfg, device, marks)
+
+
+def _train(cfg: TrainConfig, device: torch.device, marks: dict[str, float]) -> None:
     import ray.train
     import ray.train.torch
 
-    marks = {"entry": time.time()}
-    cfg = resolve_trial_config(config)
     task = cfg.task
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = train_device()
     precision = resolve_precision(cfg.precision, device)
     _seed_everything(cfg.seed)
 
