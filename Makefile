@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 WORKDIR ?= work
 
-.PHONY: setup browser demo test test-all lint bench clean
+.PHONY: setup browser demo test test-all lint bench gpu-check gpu-pack clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check orchestrator trainables search_spaces tests bench
 	$(BIN)/ruff format --check orchestrator trainables search_spaces tests bench
+
+gpu-check: setup  # the training step per strategy x precision on this machine's GPU (CPU without one)
+	$(BIN)/python bench/gpu_check.py
+
+gpu-pack: setup  # what the lent GPU machine lacks, in loads of one device call each (bench/gpu_run.sh)
+	$(BIN)/python bench/gpu_pack.py
 
 bench: setup  # needs ../shared/data; bench_strategies takes about 1.5 hours on 2 cores
 	$(BIN)/python bench/bench_validate.py

@@ -526,6 +526,7 @@ def promote(
                     "epoch": c.epoch,
                     "checkpoint": c.checkpoint,
                     "validation": p.validation,
+                    "reproduced": p.reproduced,
                     "test": p.test,
                     "export": p.export_dir,
                 }
@@ -543,6 +544,8 @@ def promote(
     )
     out.print(f"alias {p.alias} -> version {p.version}{moved}:  models:/{p.name}@{p.alias}")
     out.print("validation " + "  ".join(f"{k}={v:.4f}" for k, v in p.validation.items()))
+    if p.reproduced:
+        out.print(p.reproduced)
     if p.test:
         out.print("test       " + "  ".join(f"{k}={v:.4f}" for k, v in p.test.items()))
     if p.export_dir:

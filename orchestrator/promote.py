@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlflow.tracking import MlflowClient
 
@@ -58,6 +59,7 @@ class Promotion:
     export_dir: str | None
     validation: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
+    reproduced: str = ""  # how the re-evaluation matched the logged metric (trainables.reproduce)
 
 
 def choose(ranked: list[Candidate], trial: str | None) -> Candidate:
@@ -121,7 +123,9 @@ loads the encoder; take the mean of its last hidden states over the attention ma
     return loader + "\n(soft prompts need `peft`; the loader applies them.)\n"
 
 
-def _model_card(sweep: str, c: Candidate, sweep_run, val: dict, test: dict, info: dict, metric: str) -> str:
+def _model_card(
+    sweep: str, c: Candidate, sweep_run, val: dict, test: dict, info: dict, metric: str, check: Any
+) -> str:
     hp_values = info["hyperparameters"]
     settings = (
         ", ".join(f"{k}={v}" for k, v in sorted(hp_values.items()) if k.startswith(("lora_", "prompt_")))
@@ -175,6 +179,8 @@ max_length: {info["max_length"]}
 |---|---|
 {table(val)}
 
+{check.describe() if check is not None else "The sweep logged no value of " + metric + " for this epoch."}
+
 ## Test metrics (held-out `data.test`, never used for selection)
 | metric | value |
 |---|---|
@@ -188,7 +194,27 @@ max_length: {info["max_length"]}
 """
 
 
-def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple[dict, dict, dict]:
+def _check_reproduced(c: Candidate, classifier: TextClassifier, metric: str, val, labels, probs):
+    """The re-evaluation must reproduce the logged metric (``trainables.reproduce`` says how exactly)."""
+    from trainables.reproduce import Numerics, reproduction
+
+    logged = c.metrics.get(metric)
+    if logged is None:
+        return None
+    hp, where = classifier.info["hyperparameters"], classifier.info.get("evaluated_on", {})
+    trained = Numerics(where.get("device", "cpu"), where.get("precision", hp.get("precision", "fp32")))
+    evaluated = Numerics(classifier.device.type, classifier.precision)
+    check = reproduction(
+        metric, logged, val[metric], trained=trained, evaluated=evaluated, labels=labels, probs=probs
+    )
+    if not check.ok:
+        raise PromoteError(
+            f"checkpoint {c.checkpoint}: {check.describe()}; the checkpoint does not match its run"
+        )
+    return check
+
+
+def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple[dict, dict, dict, Any]:
     """Copy the checkpoint into ``out`` (no optimizer state), evaluate, write the model card."""
     source = localize(c.checkpoint, out.parent / "source")  # type: ignore[arg-type]
     try:
@@ -200,15 +226,18 @@ def _stage(c: Candidate, sweep: str, sweep_run, out: Path, metric: str) -> tuple
     data_dir = f"{sweep_run.data.tags[TAGS.EXPERIMENT_PATH]}/data"
     if info["template"].get("shots", 0):
         write_split(read_split(f"{data_dir}/train.parquet"), str(out / DEMONSTRATIONS_FILE))
-    classifier = TextClassifier(out)
-    val = classifier.evaluate(read_split(f"{data_dir}/validation.parquet"), name="validation")
+    classifier = TextClassifier(out)  # on the kind of device the trial evaluated on, where there is one
+    val, labels, probs = classifier.evaluate_with_probabilities(
+        read_split(f"{data_dir}/validation.parquet"), name="validation"
+    )
+    check = _check_reproduced(c, classifier, metric, val, labels, probs)
     test: dict[str, float] = {}
     test_split = _read_optional(f"{data_dir}/test.parquet")
     if test_split is not None:  # held-out: evaluated here, once per promoted checkpoint
         scores = classifier.evaluate(test_split, name="test")
         test = {k.replace("eval_", "test_"): v for k, v in scores.items()}
-    (out / "README.md").write_text(_model_card(sweep, c, sweep_run, val, test, info, metric))
-    return info, val, test
+    (out / "README.md").write_text(_model_card(sweep, c, sweep_run, val, test, info, metric, check))
+    return info, val, test, check
 
 
 def localize(checkpoint: str, into: Path) -> Path:
@@ -378,13 +407,7 @@ def promote(
 
     staging = Path(tempfile.mkdtemp(prefix="promote-"))
     try:
-        info, val, test = _stage(chosen, sweep, sweep_run, staging / "model", metric)
-        logged = chosen.metrics.get(metric)
-        if logged is not None and abs(val[metric] - logged) > 1e-6:
-            raise PromoteError(
-                f"checkpoint {chosen.checkpoint}: re-evaluated {metric}={val[metric]:.6f} but the sweep logged "
-                f"{logged:.6f}; the checkpoint does not match its run"
-            )
+        info, val, test, check = _stage(chosen, sweep, sweep_run, staging / "model", metric)
         existing = _find_version(client, name, chosen.checkpoint)
         if existing is not None:
             version, reused = str(existing.version), True
@@ -418,7 +441,8 @@ def promote(
                 k.removeprefix("test."): float(v) for k, v in existing.tags.items() if k.startswith("test.")
             }
         export_dir = write_export(staging / "model", export) if export is not None else None
-        return Promotion(name, version, alias, chosen, reused, previous, export_dir, val, test)
+        reproduced = check.describe() if check is not None else ""
+        return Promotion(name, version, alias, chosen, reused, previous, export_dir, val, test, reproduced)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

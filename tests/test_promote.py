@@ -50,6 +50,10 @@ def test_promotes_the_best_checkpoint_with_faithful_metrics(promoted):
     assert result["model_uri"] == "models:/e2e-clf@champion"
     # re-evaluating the exported weights reproduces the logged validation metric exactly
     assert result["validation"]["eval_accuracy"] == best["value"]
+    assert result["reproduced"] == (
+        f"re-evaluated on cpu fp32: eval_accuracy={best['value']:.6f} reproduces the logged "
+        f"{best['value']:.6f} exactly"
+    )
     assert set(result["test"]) == {"test_accuracy", "test_f1_macro", "test_loss"}
 
     client = MlflowClient(_uri(workdir), registry_uri=_uri(workdir))
@@ -71,9 +75,18 @@ def test_export_is_self_contained(promoted):
     assert "resume.pt" not in files  # no optimizer state, nothing pickled
     info = json.loads((export / "trial.json").read_text())
     assert info["label_names"] == ["negative", "positive"]
+    assert info["evaluated_on"]["device"] == "cpu" and info["evaluated_on"]["precision"] == "fp32"
     assert ("demonstrations.parquet" in files) == bool(info["template"]["shots"])
     card = (export / "README.md").read_text()
-    for needle in ("sweep `e2e`", result["trial_id"], "test_accuracy", "learning_rate", "sha256", "torch"):
+    for needle in (
+        "sweep `e2e`",
+        result["trial_id"],
+        "test_accuracy",
+        "learning_rate",
+        "sha256",
+        "torch",
+        result["reproduced"],
+    ):
         assert needle in card or needle in card.replace("`", ""), needle
 
 

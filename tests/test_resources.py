@@ -90,3 +90,24 @@ def test_out_of_memory_becomes_one_line_with_what_to_change():
         _oom_message(RuntimeError("CUDA error: device-side assert"), batch_size=4, micro_batch_size=None)
         is None
     )
+
+
+def test_fractional_gpus_share_one_logical_gpu_as_planned():
+    """A real local Ray with one logical GPU: ``auto`` concurrency for 0.25 GPU per worker is 4,
+    and Ray places exactly 4 such workers' bundles (what each trial's Train worker group asks
+    for) at once; a fifth waits."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    ray.init(num_cpus=2, num_gpus=1, resources={DRIVER_RESOURCE: 100}, include_dashboard=False)
+    try:
+        res = ResourcesSpec(cpus_per_worker=0.25, gpus_per_worker=0.25)
+        assert auto_concurrency(ray.cluster_resources(), res, 8) == 4
+        groups = [placement_group([{"CPU": 0.25, "GPU": 0.25}]) for _ in range(5)]
+        ready, waiting = ray.wait([g.ready() for g in groups], num_returns=4, timeout=15)
+        assert len(ready) == 4
+        assert not ray.wait(waiting, timeout=2)[0]  # the fifth finds no GPU share left
+        for g in groups:
+            remove_placement_group(g)
+    finally:
+        ray.shutdown()

@@ -15,6 +15,7 @@ __all__ = [
     "OUT_OF_MEMORY",
     "TrialOutOfMemory",
     "autocast",
+    "describe_device",
     "grad_scaler",
     "is_out_of_memory",
     "out_of_memory_as_error",
@@ -33,6 +34,14 @@ def train_device() -> torch.device:
         return ray.train.torch.get_device()
     except Exception:  # not inside a Ray Train worker (unit tests, predict)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe_device(device: torch.device, precision: str) -> dict[str, str]:
+    """Where numbers were computed: device kind, its name, the autocast precision (for ``trial.json``)."""
+    import platform
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return {"device": device.type, "name": name, "precision": precision}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

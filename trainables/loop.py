@@ -25,7 +25,14 @@ from search_spaces.presets import resolve_template
 from trainables.base_weights import DeltaPlan, plan_delta, write_base
 from trainables.checkpoints import load_checkpoint, load_resume_state, read_trial_info, save_checkpoint
 from trainables.config import TrainConfig
-from trainables.device import autocast, grad_scaler, out_of_memory_as_error, resolve_precision, train_device
+from trainables.device import (
+    autocast,
+    describe_device,
+    grad_scaler,
+    out_of_memory_as_error,
+    resolve_precision,
+    train_device,
+)
 from trainables.encoded import encoded_splits
 from trainables.freezing import count_trainable_parameters, resolve_depth
 from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate, to_device
@@ -165,8 +172,14 @@ def train_epoch(
     return seen, loss_sum
 
 
-def trial_record(cfg: TrainConfig, template: Any, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    """``trial.json`` of a checkpoint: what loading, promotion and serving need to know."""
+def trial_record(
+    cfg: TrainConfig, template: Any, epoch: int, metrics: dict[str, Any], *, evaluated_on: dict[str, str]
+) -> dict[str, Any]:
+    """``trial.json`` of a checkpoint: what loading, promotion and serving need to know.
+
+    ``evaluated_on`` (device kind and name, precision) tells promotion where the logged metrics
+    were computed (see ``trainables.reproduce``).
+    """
     task = cfg.task
     return {
         "trial_id": cfg.trial_id,
@@ -180,6 +193,7 @@ def trial_record(cfg: TrainConfig, template: Any, epoch: int, metrics: dict[str,
         "data_seed": task.data_seed,
         "merged": False,
         "metrics": metrics,
+        "evaluated_on": evaluated_on,
     }
 
 
@@ -310,7 +324,8 @@ def _report_epoch(
 ) -> None:
     """Rank 0 alone writes the checkpoint; every rank reports (report() is a barrier).
 
-    ``state`` holds the live optimizer, scheduler and data-order generator; their state goes into
+    ``state`` holds where the metrics were computed (``evaluated_on``) and the live optimizer,
+    scheduler and data-order generator; their state goes into
     the checkpoint (with the torch RNG) when the task keeps resume state and the trial has epochs
     left (after its last epoch nothing resumes). The driver deletes older epochs' resume state.
     """
@@ -324,7 +339,7 @@ def _report_epoch(
             ckpt_dir,
             model=model,
             tokenizer=tokenizer,
-            trial_info=trial_record(cfg, template, epoch, metrics),
+            trial_info=trial_record(cfg, template, epoch, metrics, evaluated_on=state["evaluated_on"]),
             resume_state={
                 "epoch": epoch,
                 "optimizer": state["optimizer"].state_dict(),
@@ -481,7 +496,12 @@ def _train(cfg: TrainConfig, device: torch.device, marks: dict[str, float]) -> N
         totals = all_reduce(torch.tensor([seen, loss_sum], dtype=torch.float64, device=device)).tolist()
         metrics = evaluate(model, splits["validation"][rank::world], **eval_args)
         metrics.update(_train_metrics(epoch, totals, epoch_seconds, first_step, device), **constants)
-        state = {"optimizer": optimizer, "scheduler": scheduler, "generator": generator}
+        state = {
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "generator": generator,
+            "evaluated_on": describe_device(device, precision),
+        }
         _report_epoch(
             cfg,
             rank=rank,

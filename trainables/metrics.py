@@ -88,12 +88,22 @@ def classification_metrics(confusion: torch.Tensor, loss_sum: float) -> dict[str
 
 @torch.no_grad()
 def evaluate(
-    model, examples, *, batch_size: int, pad_id: int, num_labels: int, device, precision: str, feed=None
+    model,
+    examples,
+    *,
+    batch_size: int,
+    pad_id: int,
+    num_labels: int,
+    device,
+    precision: str,
+    feed=None,
+    keep: list | None = None,
 ):
     """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
 
     Pass the unwrapped model: uneven shards then need no DDP collective in forward. With a
     ``feed`` (``trainables.prefix_cache.PrefixFeed``) the frozen prefix is read, not computed.
+    ``keep`` (a list) receives each batch's (labels, label probabilities) on CPU.
     """
     model.eval()
     confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
@@ -104,6 +114,8 @@ def evaluate(
             out = model(**batch)
         loss_sum += torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"], reduction="sum")
         pred = out.logits.argmax(-1)
+        if keep is not None:
+            keep.append((batch["labels"].cpu(), torch.softmax(out.logits.float(), dim=-1).cpu()))
         confusion.index_put_(
             (batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
         )

@@ -21,7 +21,13 @@ from trainables.context import ContextEncoder
 from trainables.data import Split, read_split
 from trainables.metrics import collate, eval_batch_size, evaluate
 
-__all__ = ["DEMONSTRATIONS_FILE", "CheckpointError", "TextClassifier", "check_checkpoint"]
+__all__ = [
+    "DEMONSTRATIONS_FILE",
+    "CheckpointError",
+    "TextClassifier",
+    "check_checkpoint",
+    "evaluation_device",
+]
 
 DEMONSTRATIONS_FILE = "demonstrations.parquet"
 REQUIRED = ("config.json", "model.safetensors", "trial.json")
@@ -55,7 +61,11 @@ def check_checkpoint(directory: str | Path) -> dict[str, Any]:
 class TextClassifier:
     """Load once, then ``predict`` texts or ``evaluate`` a labelled split."""
 
-    def __init__(self, directory: str | Path, *, demonstrations: Split | None = None):
+    def __init__(
+        self, directory: str | Path, *, demonstrations: Split | None = None, device: str | None = None
+    ):
+        """``device``: None = the kind the trial evaluated on (its ``trial.json``) where this machine
+        has it, else CPU."""
         from transformers import AutoConfig
 
         from trainables.checkpoints import load_classifier
@@ -76,10 +86,12 @@ class TextClassifier:
         demos = demonstrations or Split([], [])
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
         self.tokenizer = load_tokenizer(str(tokenizer_dir(directory, self.info)), config=config)
-        self.model = load_classifier(directory)  # pooling and strategy from trial.json
-        precision = self.info["hyperparameters"].get("precision", "fp32")
-        self.precision = precision if precision != "fp16" else "fp32"  # fp16 autocast is CUDA-only
+        self.device = evaluation_device(self.info, device)
+        self.model = load_classifier(directory).to(self.device)  # pooling and strategy from trial.json
         hp = self.info["hyperparameters"]
+        precision = hp.get("precision", "fp32")
+        # fp16 autocast is CUDA-only: fp32 elsewhere (trainables.reproduce says what then counts as equal)
+        self.precision = precision if precision != "fp16" or self.device.type == "cuda" else "fp32"
         self.batch_size = eval_batch_size(int(hp.get("batch_size", 16)), hp.get("micro_batch_size"))
         self.encoder = ContextEncoder(
             self.tokenizer,
@@ -101,7 +113,8 @@ class TextClassifier:
         out = []
         for batch in loader:
             batch.pop("labels")
-            probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            probs = torch.softmax(self.model(**batch).logits.float(), dim=-1).cpu()
             for row in probs.tolist():
                 best = max(range(len(row)), key=row.__getitem__)
                 out.append(
@@ -115,13 +128,33 @@ class TextClassifier:
 
     def evaluate(self, split: Split, *, name: str = "validation") -> dict[str, float]:
         """Accuracy, macro-F1 and loss on a labelled split, batched exactly as during training."""
+        return self.evaluate_with_probabilities(split, name=name)[0]
+
+    def evaluate_with_probabilities(
+        self, split: Split, *, name: str = "validation"
+    ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """:meth:`evaluate`, plus the labels and each example's label probabilities (CPU tensors)."""
         enc = self.encoder.encode(split.texts, split=name)  # type: ignore[arg-type]
-        return evaluate(
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        metrics = evaluate(
             self.model,
             list(zip(enc.input_ids, split.labels, strict=True)),
             batch_size=self.batch_size,
             pad_id=self.tokenizer.pad_token_id,
             num_labels=len(self.label_names),
-            device=torch.device("cpu"),
+            device=self.device,
             precision=self.precision,
+            keep=kept,
         )
+        labels = torch.cat([k[0] for k in kept]) if kept else torch.zeros(0, dtype=torch.long)
+        probs = torch.cat([k[1] for k in kept]) if kept else torch.zeros((0, len(self.label_names)))
+        return metrics, labels, probs
+
+
+def evaluation_device(info: dict[str, Any], device: str | None = None) -> torch.device:
+    """``device`` if given; else the kind of device the trial evaluated on, where this machine has
+    it (a CUDA-trained checkpoint on a machine without a GPU is evaluated on CPU)."""
+    if device is not None:
+        return torch.device(device)
+    trained = info.get("evaluated_on", {}).get("device", "cpu")
+    return torch.device("cuda" if trained == "cuda" and torch.cuda.is_available() else "cpu")
