@@ -87,6 +87,28 @@ def test_copies_unused_for_a_day_are_removed_with_the_next_download(tmp_path, mo
     assert recent.read_bytes() == b"recent" and held.read_bytes() == b"held"
 
 
+def test_copies_beyond_the_size_cap_go_least_recently_used_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCHESTRATOR_CACHE", str(tmp_path / "machine"))
+    monkeypatch.setenv("ORCHESTRATOR_COPIES_MAX_GB", str(2500 / 1e9))  # room for two 1000-byte copies
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    for name in ("a", "b", "c", "d", "e"):
+        (bucket / name).write_bytes(name.encode() * 1000)
+    copy = {n: stored._machine_copy(f"file://{bucket / n}") for n in ("a", "b")}
+    os.utime(copy["a"], (time.time() - 60, time.time() - 60))
+    os.utime(copy["b"], (time.time() - 120, time.time() - 120))  # b is the least recently used
+    copy["c"] = stored._machine_copy(f"file://{bucket / 'c'}")
+    assert not copy["b"].exists() and copy["a"].exists() and copy["c"].exists()
+    os.utime(copy["a"], (time.time() - 600, time.time() - 600))  # a is older, but someone holds it
+    with stored.write_lock(str(copy["a"])):
+        copy["d"] = stored._machine_copy(f"file://{bucket / 'd'}")
+    assert copy["a"].exists() and not copy["c"].exists() and copy["d"].exists()
+    copy["e"] = stored._machine_copy(f"file://{bucket / 'e'}")  # a's lock is free again: it goes
+    kept = sorted(p.name for p in (tmp_path / "machine" / "copies").iterdir() if not p.name.endswith(".lock"))
+    assert kept == sorted([copy["d"].name, copy["e"].name])
+    assert copy["e"].read_bytes() == b"e" * 1000
+
+
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

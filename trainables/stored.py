@@ -114,6 +114,12 @@ def fetch(uri: str, sha256: str) -> Path:
 
 
 COPY_UNUSED_S = 24 * 3600.0  # a machine's copy of a remote file unused this long is removed
+COPIES_MAX_GB = 20.0  # a machine's copies together; ORCHESTRATOR_COPIES_MAX_GB overrides it
+
+
+def copies_max_bytes() -> int:
+    """How many bytes this machine's copies of remote files may take together (least recently used go first)."""
+    return int(float(os.environ.get("ORCHESTRATOR_COPIES_MAX_GB", COPIES_MAX_GB)) * 1e9)
 
 
 def local_copy(uri: str) -> Path:
@@ -122,8 +128,9 @@ def local_copy(uri: str) -> Path:
     Memory-mapped, a file costs each reader only the pages it touches, shared between the
     processes of a machine (DDP ranks reading their shards, concurrent trials). A remote object
     is downloaded once per machine, under a file lock, into ``copies/`` of this user's cache,
-    named by its URI, size and modification time (a rewritten object is a new copy); copies
-    unused for a day are removed when the next one is made.
+    named by its URI, size and modification time (a rewritten object is a new copy). When the
+    next copy is made, copies unused for a day are removed, and the least recently used ones
+    while all of them would exceed :func:`copies_max_bytes`.
     """
     if _is_local(uri):
         return Path(uri.removeprefix("file://"))
@@ -144,30 +151,45 @@ def _machine_copy(uri: str) -> Path:
     local.parent.mkdir(parents=True, exist_ok=True)
     with write_lock(str(local)):
         if not local.is_file():
-            _prune_copies(local.parent)
+            _prune_copies(local.parent, incoming=info.size or 0)
             _download(uri, local)
         os.utime(local)  # in use: not pruned for another day
     return local
 
 
-def _prune_copies(folder: Path) -> None:
-    """Remove copies unused for a day; a copy someone holds the lock of is left alone."""
+def _prune_copies(folder: Path, incoming: int = 0) -> None:
+    """Make room for ``incoming`` bytes: remove copies unused for a day, then the least recently
+    used while the copies would exceed :func:`copies_max_bytes`. A copy someone holds the lock of
+    (being made) is left alone; one that is memory-mapped stays readable (Linux keeps the inode)."""
+    cutoff = time.time() - COPY_UNUSED_S
+    copies = []
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):  # another process pruned it meanwhile
+            if path.suffix != ".lock":  # lock files are tiny; removing a held one would split the lock
+                copies.append((path.stat().st_mtime, path.stat().st_size, path))
+    total, budget = sum(size for _, size, _ in copies) + incoming, copies_max_bytes()
+    for mtime, size, path in sorted(copies, key=lambda c: c[0]):  # least recently used first
+        if mtime >= cutoff and total <= budget:
+            continue
+        if "." in path.name:  # a download in progress (or killed half-way): only when stale
+            if mtime < cutoff:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            continue
+        if _remove_unlocked(path, mtime):
+            total -= size
+
+
+def _remove_unlocked(path: Path, mtime: float) -> bool:
+    """Remove ``path`` unless its lock is held or it was used since ``mtime``; True when removed."""
     import fcntl
 
-    cutoff = time.time() - COPY_UNUSED_S
-    for old in folder.iterdir():
-        if old.suffix == ".lock":
-            continue  # tiny; removing one another process holds would split the lock
-        with contextlib.suppress(OSError):  # in use (lock held), or another process pruned it
-            if old.stat().st_mtime >= cutoff:
-                continue
-            if "." in old.name:  # a download that was killed half-way
-                old.unlink()
-                continue
-            with open(f"{old}.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if old.stat().st_mtime < cutoff:  # not used while we waited for the lock
-                    old.unlink()  # a process that mapped it keeps reading it (Linux keeps the inode)
+    with contextlib.suppress(OSError), open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when held: in use
+        if path.stat().st_mtime <= mtime:  # not used while we looked
+            path.unlink()
+            return True
+    return False
 
 
 def tree_bytes(uri: str) -> int:
