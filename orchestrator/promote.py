@@ -201,9 +201,14 @@ def _check_reproduced(c: Candidate, classifier: TextClassifier, metric: str, val
     logged = c.metrics.get(metric)
     if logged is None:
         return None
+    from trainables.device import describe_device
+
     hp, where = classifier.info["hyperparameters"], classifier.info.get("evaluated_on", {})
-    trained = Numerics(where.get("device", "cpu"), where.get("precision", hp.get("precision", "fp32")))
-    evaluated = Numerics(classifier.device.type, classifier.precision)
+    trained = Numerics(
+        where.get("device", "cpu"), where.get("precision", hp.get("precision", "fp32")), where.get("name")
+    )
+    here = describe_device(classifier.device, classifier.precision)
+    evaluated = Numerics(here["device"], here["precision"], here["name"])
     check = reproduction(
         metric, logged, val[metric], trained=trained, evaluated=evaluated, labels=labels, probs=probs
     )

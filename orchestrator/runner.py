@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,17 +71,24 @@ def _fingerprint(r: ResolvedSweep) -> dict[str, Any]:
 
 def _as_now(old: dict[str, Any]) -> dict[str, Any]:
     """A snapshot written by an older version, with the settings it ran under that it did not name."""
-    cache = old["spec"].get("cache", {})
-    if "dtype" in cache:
+    spec = dict(old["spec"])
+    cache, train = spec.get("cache", {}), spec.get("train")
+    if "dtype" not in cache:
+        spec["cache"] = {**cache, "dtype": "fp32"}  # before cache.dtype: fp32 states
+    if isinstance(train, dict) and "micro_batch_size" not in train:
+        spec["train"] = {**train, "micro_batch_size": None}  # before micro-batches: whole batches
+    if spec == old["spec"]:
         return old
-    spec = {**old["spec"], "cache": {**cache, "dtype": "fp32"}}  # before cache.dtype: fp32 states
     return {**old, "spec": spec, "fingerprint": _digest(spec, old.get("data_sha256", {}))}
+
+
+_MISSING = object()
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     keys = []
     for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
+        a, b = old.get(k, _MISSING), new.get(k, _MISSING)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += _changed_keys(a, b, f"{prefix}{k}.")
         elif a != b:
@@ -278,6 +286,7 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
         gpus_per_worker=spec.resources.gpus_per_worker,
         metric=spec.search.metric,
         mode=str(spec.search.mode),
+        invocation=uuid.uuid4().hex[:12],
     )
 
 

@@ -44,16 +44,17 @@ def library_versions() -> dict[str, str]:
 
 
 def error_summary(error: object) -> tuple[str, str]:
-    """(kind, one line) of a trial's error: ``out_of_memory`` with its advice, else ``error`` and the
-    error's last line (where Python names the exception)."""
+    """(kind, one line) of a trial's error: ``out_of_memory`` with its advice when any rank ran out
+    of memory (the others then fail with a broken collective), else ``error`` and the error's
+    last line (where Python names the exception)."""
     from trainables.device import OUT_OF_MEMORY, TrialOutOfMemory
 
     lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else "unknown error"
     oom = f"{TrialOutOfMemory.__module__}.{TrialOutOfMemory.__name__}: "
-    if line.startswith(oom + OUT_OF_MEMORY):
-        return "out_of_memory", line.removeprefix(oom)
-    return "error", line
+    for line in lines:
+        if line.startswith(oom + OUT_OF_MEMORY):
+            return "out_of_memory", line.removeprefix(oom)
+    return "error", lines[-1] if lines else "unknown error"
 
 
 class TAGS:

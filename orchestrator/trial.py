@@ -20,6 +20,7 @@ __all__ = [
     "driver_resources",
     "direct_tune_report",
     "lean_trainer_class",
+    "out_of_memory_once",
     "run_trial",
     "train_run_name",
 ]
@@ -56,6 +57,7 @@ class TrialSetup:
     mode: str = "max"
     worker_max_failures: int = 1
     worker_resources: dict[str, float] = field(default_factory=dict)  # extra custom resources
+    invocation: str = ""  # this `run` of the sweep: Tune's retry of a trial out of memory fails at once
 
 
 def checkpoint_config(keep: int | str, metric: str, mode: str) -> Any:
@@ -214,4 +216,56 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             callbacks=[direct_tune_report()],
         ),
     )
-    trainer.fit()  # raises TrainingFailedError once worker retries are exhausted -> trial ERROR
+    with out_of_memory_once(
+        f"{setup.train_root}/{train_run_name(trial_id)}/out-of-memory-{setup.invocation}.txt"
+    ):
+        trainer.fit()  # raises TrainingFailedError once worker retries are exhausted -> trial ERROR
+
+
+@contextlib.contextmanager
+def out_of_memory_once(marker: str):
+    """Around a trial's ``fit()``: Tune retries a failed trial (``FailureConfig``) in a new actor;
+    when the failure was running out of memory, the retry fails at once with the same line
+    instead of repeating the same step. ``marker`` is per run of the sweep: a later ``run``
+    (after the memory was fixed) trains the trial again."""
+    _raise_if_out_of_memory_before(marker)
+    try:
+        yield
+    except Exception as exc:
+        _mark_out_of_memory(exc, marker)
+        raise
+
+
+def _out_of_memory(exc: BaseException) -> BaseException | None:
+    """A rank's ``TrialOutOfMemory`` inside Train's failure, if it was one."""
+    from trainables.device import TrialOutOfMemory
+
+    failures = getattr(exc, "worker_failures", None) or {}
+    return next((e for e in failures.values() if isinstance(e, TrialOutOfMemory)), None)
+
+
+def _mark_out_of_memory(exc: BaseException, marker: str) -> None:
+    """Leave the retry a note with the out-of-memory line (nothing for other failures)."""
+    from trainables.data import filesystem
+
+    oom = _out_of_memory(exc)
+    if oom is None:
+        return
+    with contextlib.suppress(Exception):  # best effort: without the note Tune merely retries it
+        fs, path = filesystem(marker)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(str(oom).encode())
+
+
+def _raise_if_out_of_memory_before(marker: str) -> None:
+    import pyarrow.fs as pafs
+
+    from trainables.data import filesystem
+    from trainables.device import TrialOutOfMemory
+
+    fs, path = filesystem(marker)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return
+    with fs.open_input_stream(path) as f:
+        raise TrialOutOfMemory(f.read().decode())

@@ -20,6 +20,7 @@ def test_gpu_check_runs_without_the_orchestration_libraries(tmp_path):
     out = tmp_path / "rows.jsonl"
     args = ["--device", "cpu", "--model", "builtin:tiny-random-bert", "--steps", "2", "--warmup", "1"]
     args += ["--batch-size", "8", "--strategies", "full,lora", "--precisions", "fp32,fp16", "--oom-check"]
+    args += ["--oom-batch", str(2**31)]  # its first activation: beyond a 47-bit address space
     args += ["--out", str(out)]
     code = (
         BLOCK

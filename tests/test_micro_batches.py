@@ -2,7 +2,7 @@
 
 The project's own ``train_epoch`` runs a tiny BERT (dropout off, so the only difference is how
 the batch is cut) once on whole batches and once on micro-batches, in one process and under
-DDP with 2 gloo ranks (where only the last micro-batch of a step may all-reduce). The weights
+DDP with 2 gloo ranks (where only the last micro-batch of a step all-reduces: counted). The weights
 after the epoch and the summed loss must agree to float tolerance.
 """
 
@@ -96,19 +96,27 @@ def test_micro_batch_size_is_a_train_knob_not_a_search_knob():
     assert eval_batch_size(32) == 64 and eval_batch_size(32, 8) == 16 and eval_batch_size(4, 8) == 8
 
 
+def _counting_allreduce(calls: list, bucket):
+    """DDP's own gradient all-reduce, counted (one call per bucket per synchronised backward)."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    calls[0] += 1
+    return allreduce_hook(None, bucket)
+
+
 def _rank(rank: int, port: int, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
     try:
         for micro in (None, 2):
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                _model()
-            )  # what ray.train.torch.prepare_model does
+            ddp = torch.nn.parallel.DistributedDataParallel(_model())  # as ray.train.torch.prepare_model
+            calls = [0]
+            ddp.register_comm_hook(calls, _counting_allreduce)
             flat, loss = _epoch(ddp, _batches(rank, 2), micro)
             gathered = [torch.zeros_like(flat) for _ in range(2)]
             dist.all_gather(gathered, flat)
-            out[(rank, micro)] = (flat, loss, bool(torch.equal(gathered[0], gathered[1])))
+            out[(rank, micro)] = (flat, loss, bool(torch.equal(gathered[0], gathered[1])), calls[0])
     finally:
         dist.destroy_process_group()
 
@@ -119,8 +127,9 @@ def test_micro_batches_under_ddp_match_whole_batches_and_keep_ranks_in_sync():
         mp.start_processes(_rank, args=(free_port(), out), nprocs=2, join=True, start_method="spawn")
         result = dict(out)
     for rank in (0, 1):
-        whole, whole_loss, whole_same = result[(rank, None)]
-        accumulated, accumulated_loss, same = result[(rank, 2)]
+        whole, whole_loss, whole_same, whole_calls = result[(rank, None)]
+        accumulated, accumulated_loss, same, calls = result[(rank, 2)]
         assert whole_same and same, "ranks diverged"
+        assert calls == whole_calls > 0  # no_sync: one all-reduce per optimizer step, not per micro-batch
         torch.testing.assert_close(accumulated, whole, rtol=1e-5, atol=2e-6)
         assert accumulated_loss == pytest.approx(whole_loss, rel=1e-5)

@@ -85,6 +85,8 @@ def test_out_of_memory_becomes_one_line_with_what_to_change():
     assert one_row.endswith(
         "1 row per pass: lower data.max_length, freeze more layers or use a lighter strategy"
     )
+    cublas = RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+    assert _oom_message(cublas, batch_size=4, micro_batch_size=None).startswith("out of memory on cpu")
     assert _oom_message(ValueError("shape mismatch"), batch_size=4, micro_batch_size=None) is None
     assert (
         _oom_message(RuntimeError("CUDA error: device-side assert"), batch_size=4, micro_batch_size=None)

@@ -70,7 +70,10 @@ def test_statuses_and_metrics(tmp_path):
         TrialStandIn("b_2"),
         TrialStandIn("c_3", error="Traceback\nValueError: boom"),
     )
-    oom = TrialStandIn("d_4", error=f"Traceback\n{OOM_LINE}\n")
+    # rank 0 ran out of memory; rank 1 then failed in the collective, and is listed last
+    oom = TrialStandIn(
+        "d_4", error=f"Traceback\n{OOM_LINE}\nTraceback\nRuntimeError: Connection closed by peer\n"
+    )
     for t in (done, stopped, failed, oom):
         cb.on_trial_start(0, [], t)
     for epoch in (1, 2, 3):
@@ -208,3 +211,18 @@ def test_a_sweep_snapshot_from_before_cache_dtype_resumes_as_fp32():
     assert now["spec"]["cache"]["dtype"] == "fp32"
     assert now["fingerprint"] == _digest({**spec, "cache": {**spec["cache"], "dtype": "fp32"}}, files)
     assert _as_now(now) is now  # a snapshot that names it is taken as it is
+
+
+def test_a_sweep_snapshot_from_before_micro_batches_resumes_with_whole_batches():
+    """A real sweep's snapshot as the version before ``train.micro_batch_size`` wrote it."""
+    from orchestrator.runner import _as_now, _changed_keys, _digest
+    from orchestrator.spec import SweepSpec
+    from tests.conftest import sweep_dict
+
+    spec = SweepSpec.model_validate(sweep_dict()).model_dump(mode="json")
+    before = {**spec, "train": {k: v for k, v in spec["train"].items() if k != "micro_batch_size"}}
+    files = {"train": "ab12"}
+    old = {"spec": before, "data_sha256": files, "fingerprint": _digest(before, files)}
+    assert _as_now(old)["fingerprint"] == _digest(spec, files)
+    # a key one side lacks is named as changed, even when the other side holds null
+    assert _changed_keys(before["train"], spec["train"]) == ["micro_batch_size"]

@@ -88,11 +88,16 @@ def _report_twice(config: dict) -> None:
 
 
 def _lean_trial(config: dict, root: str) -> None:
+    import os
+
     import ray.tune
 
-    from orchestrator.trial import direct_tune_report
+    from orchestrator.trial import direct_tune_report, out_of_memory_once
 
-    lean_trainer_class()(
+    trial_id = ray.tune.get_context().get_trial_id()
+    with open(os.path.join(root, f"entered-{config['fail_marker'] == 'oom'}"), "a") as f:
+        f.write("x")
+    trainer = lean_trainer_class()(
         _report_twice,
         train_loop_config={"fail_marker": config["fail_marker"], "root": root},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
@@ -102,7 +107,9 @@ def _lean_trial(config: dict, root: str) -> None:
             failure_config=ray.train.FailureConfig(max_failures=1),
             callbacks=[direct_tune_report()],
         ),
-    ).fit()
+    )
+    with out_of_memory_once(os.path.join(root, trial_id, "out-of-memory-run1.txt")):
+        trainer.fit()
 
 
 def _read(path: str) -> str:
@@ -113,7 +120,7 @@ def _read(path: str) -> str:
 def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_queue_actor(tmp_path):
     """Real Tune + Train V2 with 2 workers: rank 0's reports and checkpoint paths reach Tune in
     order, a worker failure is retried by Train but running out of memory is not (the trial
-    fails at once with one line), and the only actors are Tune's trial actor, the workers and
+    fails at once with one line, also when Tune retries it), and the only actors are Tune's trial actor, the workers and
     Train's helpers: no controller actor, no queue actor, no dataset manager."""
     from ray import tune
 
@@ -125,7 +132,11 @@ def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_
                 tune.with_parameters(_lean_trial, root=str(tmp_path / "train")), {"cpu": 0.01}
             ),
             param_space={"fail_marker": tune.grid_search([str(tmp_path / "failed-once"), "", "oom"])},
-            run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path / "tune"),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
         ).fit()
         classes = [a["ActorClassName"] for a in ray._private.state.actors().values()]
     finally:
@@ -136,7 +147,8 @@ def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_
         "trainables.device.TrialOutOfMemory: out of memory on cpu with 32 rows per pass: "
     ), oom[-1]
     assert "set train.micro_batch_size to 16" in oom[-1]
-    assert _read(tmp_path / "train" / "oom-attempt-0") == "x"  # not retried (max_failures=1)
+    assert _read(tmp_path / "train" / "oom-attempt-0") == "x"  # not retried by Train (max_failures=1)
+    assert _read(tmp_path / "train" / "entered-True") == "xx"  # Tune's retry (max_failures=1) failed at once
     for r in by_marker.values():
         assert r.error is None, r.error
         history = r.metrics_dataframe

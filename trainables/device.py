@@ -70,11 +70,15 @@ class TrialOutOfMemory(RuntimeError):
     """A trial ran out of (GPU or host) memory; the message is one line that says what to change."""
 
 
+_OOM_TEXTS = ("can't allocate memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's ``OutOfMemoryError``, or the CPU allocator's failure (a plain ``RuntimeError``)."""
+    """CUDA's caching allocator (``OutOfMemoryError``), a CUDA/cuBLAS allocation outside it, or the
+    CPU allocator (those two are plain ``RuntimeError``s, recognised by their text)."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _OOM_TEXTS)
 
 
 def _memory_note(device: torch.device) -> str:

@@ -500,7 +500,7 @@ def _train(cfg: TrainConfig, device: torch.device, marks: dict[str, float]) -> N
             "optimizer": optimizer,
             "scheduler": scheduler,
             "generator": generator,
-            "evaluated_on": describe_device(device, precision),
+            "evaluated_on": {**describe_device(device, precision), "ranks": world},
         }
         _report_epoch(
             cfg,

@@ -13,7 +13,15 @@ from torch.utils.data import DataLoader
 from search_spaces import objectives as M
 from trainables.device import autocast
 
-__all__ = ["all_reduce", "classification_metrics", "collate", "eval_batch_size", "evaluate", "to_device"]
+__all__ = [
+    "all_reduce",
+    "classification_metrics",
+    "collate",
+    "eval_batch_size",
+    "evaluate",
+    "evaluation_sums",
+    "to_device",
+]
 
 
 def eval_batch_size(train_batch_size: int, micro_batch_size: int | None = None) -> int:
@@ -87,7 +95,7 @@ def classification_metrics(confusion: torch.Tensor, loss_sum: float) -> dict[str
 
 
 @torch.no_grad()
-def evaluate(
+def evaluation_sums(
     model,
     examples,
     *,
@@ -98,11 +106,9 @@ def evaluate(
     precision: str,
     feed=None,
     keep: list | None = None,
-):
-    """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confusion matrix, summed loss) over ``examples`` on this process: what ranks add up.
 
-    Pass the unwrapped model: uneven shards then need no DDP collective in forward. With a
-    ``feed`` (``trainables.prefix_cache.PrefixFeed``) the frozen prefix is read, not computed.
     ``keep`` (a list) receives each batch's (labels, label probabilities) on CPU.
     """
     model.eval()
@@ -119,7 +125,18 @@ def evaluate(
         confusion.index_put_(
             (batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
         )
+    model.train()
+    return confusion, loss_sum
+
+
+def evaluate(model, examples, **kwargs) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 over ``examples`` (this rank's shard), summed over ranks.
+
+    Pass the unwrapped model: uneven shards then need no DDP collective in forward. With a
+    ``feed`` (``trainables.prefix_cache.PrefixFeed``) the frozen prefix is read, not computed.
+    Keyword arguments as :func:`evaluation_sums`.
+    """
+    confusion, loss_sum = evaluation_sums(model, examples, **kwargs)
     all_reduce(confusion)
     all_reduce(loss_sum)
-    model.train()
     return classification_metrics(confusion.cpu(), loss_sum.item())

@@ -19,7 +19,7 @@ from search_spaces.templates import parse_template
 from trainables.checkpoints import read_trial_info
 from trainables.context import ContextEncoder
 from trainables.data import Split, read_split
-from trainables.metrics import collate, eval_batch_size, evaluate
+from trainables.metrics import classification_metrics, collate, eval_batch_size, evaluation_sums
 
 __all__ = [
     "DEMONSTRATIONS_FILE",
@@ -133,22 +133,33 @@ class TextClassifier:
     def evaluate_with_probabilities(
         self, split: Split, *, name: str = "validation"
     ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-        """:meth:`evaluate`, plus the labels and each example's label probabilities (CPU tensors)."""
+        """:meth:`evaluate`, plus the labels and each example's label probabilities (CPU tensors).
+
+        The examples are split as the trial's ranks split them (``evaluated_on.ranks`` in
+        ``trial.json``), each shard batched on its own, and the sums added: the same batches,
+        padding and sums as the logged metric.
+        """
         enc = self.encoder.encode(split.texts, split=name)  # type: ignore[arg-type]
+        examples = list(zip(enc.input_ids, split.labels, strict=True))
+        ranks = int(self.info.get("evaluated_on", {}).get("ranks", 1))
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
-        metrics = evaluate(
-            self.model,
-            list(zip(enc.input_ids, split.labels, strict=True)),
-            batch_size=self.batch_size,
-            pad_id=self.tokenizer.pad_token_id,
-            num_labels=len(self.label_names),
-            device=self.device,
-            precision=self.precision,
-            keep=kept,
-        )
+        n = len(self.label_names)
+        confusion, loss_sum = torch.zeros((n, n), dtype=torch.float64), 0.0
+        for rank in range(ranks):
+            c, loss = evaluation_sums(
+                self.model,
+                examples[rank::ranks],
+                batch_size=self.batch_size,
+                pad_id=self.tokenizer.pad_token_id,
+                num_labels=n,
+                device=self.device,
+                precision=self.precision,
+                keep=kept,
+            )
+            confusion, loss_sum = confusion + c.cpu(), loss_sum + loss.item()
         labels = torch.cat([k[0] for k in kept]) if kept else torch.zeros(0, dtype=torch.long)
-        probs = torch.cat([k[1] for k in kept]) if kept else torch.zeros((0, len(self.label_names)))
-        return metrics, labels, probs
+        probs = torch.cat([k[1] for k in kept]) if kept else torch.zeros((0, n))
+        return classification_metrics(confusion, loss_sum), labels, probs
 
 
 def evaluation_device(info: dict[str, Any], device: str | None = None) -> torch.device:

@@ -2,11 +2,13 @@
 
 Promotion re-evaluates the chosen checkpoint to prove it is the one its run logged. The rule:
 
-- **Same numerics** (re-evaluated on the kind of device the trial evaluated on, in the same
-  precision; promotion picks that device when this machine has it): the metric must match to
-  1e-6. Evaluation batches exactly as training did, so nothing else can move it.
-- **Other numerics** (a GPU-trained trial re-evaluated on CPU, or fp16 autocast replaced by
-  fp32 where there is no GPU): a prediction can only change where the model was almost
+- **Same numerics** (re-evaluated on the same device model the trial evaluated on, in the same
+  precision; promotion picks that kind of device when this machine has it): the metric must
+  match to 1e-6. Evaluation splits, batches and pads the examples exactly as the trial's ranks
+  did (``TextClassifier.evaluate``), so nothing else can move it.
+- **Other numerics** (a GPU-trained trial re-evaluated on CPU or on another GPU model, fp16
+  autocast replaced by fp32 where there is no GPU, or a checkpoint from before ``trial.json``
+  recorded where it was evaluated): a prediction can only change where the model was almost
   undecided. An example is a *near tie* when its two most probable labels are closer than
   ``margin``: 0.02 in probability when either side ran a 16-bit autocast, 0.001 when both ran
   fp32. The allowed difference for accuracy and macro-F1 is the sum, over near ties, of how far
@@ -34,13 +36,18 @@ SIXTEEN_BIT = frozenset({"bf16", "fp16"})
 
 @dataclass(frozen=True)
 class Numerics:
-    """Where an evaluation ran: device kind (``cpu``/``cuda``) and autocast precision."""
+    """Where an evaluation ran: device kind (``cpu``/``cuda``), autocast precision, device model."""
 
     device: str
     precision: str
+    name: str | None = None  # e.g. "NVIDIA H200"; None: not recorded
 
     def __str__(self) -> str:
         return f"{self.device} {self.precision}"
+
+    def same_as(self, other: Numerics) -> bool:
+        """Bit-for-bit comparable: the same kind, precision and (recorded) device model."""
+        return self == other and self.name is not None
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class Reproduction:
         """One line for the terminal and the model card."""
         how = "exactly" if self.tolerance <= EXACT else f"within {self.tolerance:.4g}"
         where = f"on {self.evaluated}" + (
-            "" if self.trained == self.evaluated else f" (trained on {self.trained})"
+            "" if self.trained.same_as(self.evaluated) else f" (trained on {self.trained})"
         )
         verdict = "reproduces" if self.ok else "does NOT reproduce"
         return (
@@ -99,7 +106,7 @@ def reproduction(
     probs: torch.Tensor,
 ) -> Reproduction:
     """Apply the rule above: ``probs`` are the re-evaluation's per-example label probabilities."""
-    if trained == evaluated:
+    if trained.same_as(evaluated):
         tolerance = EXACT
     else:
         sixteen = bool({trained.precision, evaluated.precision} & SIXTEEN_BIT)
