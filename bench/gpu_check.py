@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from trainables.device import grad_scaler, out_of_memory_as_error  # noqa: E402
 from trainables.loop import build_model, make_optimizer, resolve_trial_config, train_epoch  # noqa: E402
-from trainables.metrics import collate, evaluate  # noqa: E402
+from trainables.metrics import collate, eval_batch_size, evaluate  # noqa: E402
 from trainables.models import load_tokenizer  # noqa: E402
 
 STRATEGIES = {  # name in the report -> (strategy, freeze_layers, learning_rate)
@@ -137,7 +137,7 @@ def check_one(args, tokenizer, data, device, name: str, precision: str, micro: i
     metrics = evaluate(
         model,
         data["validation"],
-        batch_size=2 * min(args.batch_size, micro or args.batch_size),
+        batch_size=eval_batch_size(args.batch_size, micro),
         pad_id=tokenizer.pad_token_id,
         num_labels=len(LABELS),
         device=device,
