@@ -8,8 +8,10 @@ run on the embedded local Ray that ``orchestrator run`` starts:
 - ``stock``: ``TorchTrainer`` + Ray's ``TuneReportCallback`` (controller actor, queue actor,
   Ray Data's dataset manager), as Ray's docs wire Tune and Train V2;
 - ``lean``: ``orchestrator.trial.lean_trainer_class`` + ``direct_tune_report`` (what the sweep
-  runs): the controller in the trial actor, reports straight to Tune, no dataset manager;
-- ``lean+reuse``: the same with Tune's ``reuse_actors=True`` (trial actors kept between trials).
+  runs without reuse): the controller in the trial actor, reports straight to Tune, no dataset manager;
+- ``lean+reuse``: the same with Tune's ``reuse_actors=True``: trial actors kept between trials,
+  and each runs its next trial on the Train workers its last one left (``orchestrator.warm_workers``);
+  what sweeps run now.
 
 Usage: python bench/bench_startup.py [--trials 4] [--concurrency 2] [--rounds 2]
 Prints a table of start-up (trial function entry -> first line of the training function)
@@ -19,6 +21,7 @@ and sweep wall per variant.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def empty_loop(config: dict) -> None:
     import ray.train
 
-    ray.train.report({"startup": time.time() - config["t0"], "pid": __import__("os").getpid()})
+    ray.train.report({"startup": time.time() - config["t0"], "pid": os.getpid()})
 
 
 def trial_fn(config: dict, variant: str, root: str) -> None:
@@ -43,6 +46,10 @@ def trial_fn(config: dict, variant: str, root: str) -> None:
     from orchestrator.trial import direct_tune_report, lean_trainer_class
 
     lean = variant != "stock"
+    # workers parked for the next trial only where Tune hands the actor to one (orchestrator.warm_workers)
+    from orchestrator import warm_workers
+
+    warm_workers.park_finished_runs(variant.endswith("reuse"))
     cls = lean_trainer_class() if lean else TorchTrainer
     callback = direct_tune_report() if lean else TuneReportCallback()
     trainer = cls(
@@ -79,6 +86,8 @@ def run_variant(variant: str, trials: int, concurrency: int, root: str) -> tuple
     errors = [r.error for r in results if r.error]
     if errors:
         raise RuntimeError(f"{variant}: {errors[0]}")
+    pids = {r.metrics["pid"] for r in results}
+    print(f"{variant}: {len(results)} trials ran in {len(pids)} worker processes")
     return [r.metrics["startup"] for r in results], wall
 
 

@@ -50,6 +50,7 @@ from orchestrator.tracking import (
 )
 from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import DefineByRun
+from orchestrator.warm_workers import reuse_enabled
 from trainables.config import TaskConfig
 from trainables.data import file_sha256, filesystem, write_split
 from trainables.stored import tree_bytes
@@ -287,6 +288,7 @@ def _trial_setup(r: ResolvedSweep) -> TrialSetup:
         metric=spec.search.metric,
         mode=str(spec.search.mode),
         invocation=uuid.uuid4().hex[:12],
+        reuse_workers=reuse_enabled(),  # with Tune's reuse_actors in _new_tuner
     )
 
 
@@ -337,7 +339,7 @@ def _new_tuner(
             max_concurrent_trials=concurrency,
             search_alg=searcher,
             scheduler=_scheduler(r),
-            reuse_actors=False,
+            reuse_actors=reuse_enabled(),  # a trial actor runs trials in turn, on its parked workers (TrialSetup)
         ),
         run_config=tune.RunConfig(
             name=r.spec.name,

@@ -9,6 +9,7 @@ Tune trial actor (``lean_trainer_class``) and hands every ``ray.train.report`` s
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
 # 1-CPU trials, even 0.01 CPU per driver leaves a worker group waiting forever. Local Ray gets
 # plenty of it; on a cluster, give it to non-GPU (ideally non-spot) nodes only.
 DRIVER_RESOURCE = "trial_driver"
+THREAD_TIMEOUT_S = 60
 FALLBACK_DRIVER_CPU = 0.01
 
 
@@ -58,6 +60,7 @@ class TrialSetup:
     worker_max_failures: int = 1
     worker_resources: dict[str, float] = field(default_factory=dict)  # extra custom resources
     invocation: str = ""  # this `run` of the sweep: Tune's retry of a trial out of memory fails at once
+    reuse_workers: bool = False  # Tune reuses trial actors: park a finished run's workers for the next
 
 
 def checkpoint_config(keep: int | str, metric: str, mode: str) -> Any:
@@ -102,7 +105,14 @@ def lean_trainer_class() -> type:
 
     class LeanTorchTrainer(TorchTrainer):
         def _create_default_callbacks(self) -> list:
+            from orchestrator.warm_workers import standing_cleaner
+
             callbacks = super()._create_default_callbacks()
+            # one placement-group cleaner per trial actor: it also covers parked workers
+            callbacks = [
+                standing_cleaner()() if type(c).__name__ == "PlacementGroupCleanerCallback" else c
+                for c in callbacks
+            ]
             if getattr(self, "datasets", None):
                 return callbacks
             return [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
@@ -117,15 +127,26 @@ def lean_trainer_class() -> type:
             controller_init_kwargs["failure_policy"] = no_retry_on_out_of_memory(policy)
             if ray.get_runtime_context().get_actor_id() is None:  # not in a trial actor: Ray's own way
                 return super()._initialize_and_run_controller(**controller_init_kwargs)
+            from orchestrator.warm_workers import release_stopped_run, reusable_worker_group
+
             controller = TrainController(**controller_init_kwargs)
+            controller.worker_group_cls = reusable_worker_group()  # starts on this actor's parked workers
             try:
                 asyncio.run(controller.run())
             except BaseException:
                 # Tune stopping the trial (ASHA) ends this thread with SystemExit inside a report:
-                # release the workers and their placement group now rather than when the actor dies
-                _abort_workers(controller)
+                # release the workers and their placement group now rather than when the actor
+                # dies; a run stopped at its last report parks them for the actor's next trial
+                release_stopped_run(controller, finishing=self._reported_last_epoch())
                 raise
             return controller.get_result()
+
+        def _reported_last_epoch(self) -> bool:
+            from search_spaces.objectives import EPOCH
+
+            reports = [c for c in self.run_config.callbacks or [] if hasattr(c, "last_metrics")]
+            epochs = (self.train_loop_config or {}).get("epochs")
+            return bool(reports and epochs) and reports[0].last_metrics.get(EPOCH) == epochs
 
     return LeanTorchTrainer
 
@@ -157,14 +178,6 @@ def no_retry_on_out_of_memory(policy: Any) -> Any:
     return NoRetryOnOutOfMemory(policy)
 
 
-def _abort_workers(controller: Any) -> None:
-    """Best effort: shut down a controller's worker group (what Train's own abort does)."""
-    group = getattr(controller, "_worker_group", None)
-    if group is not None:
-        with contextlib.suppress(Exception):  # already shut down, or Ray is going away
-            group.abort()
-
-
 def direct_tune_report() -> Any:
     """Ray Train report callback that hands each report to Tune in this process (see above)."""
     import ray.tune
@@ -172,8 +185,11 @@ def direct_tune_report() -> Any:
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     class DirectTuneReport(UserCallback):
+        last_metrics: dict = {}  # noqa: RUF012 (replaced, never mutated)
+
         def after_report(self, run_context: Any, metrics: list[dict], checkpoint: Any) -> None:
             result = dict(metrics[0])  # rank 0's metrics, as Ray's TuneReportCallback does
+            self.last_metrics = result
             if checkpoint:
                 result[CHECKPOINT_PATH_KEY] = checkpoint.path
             ray.tune.report(result)
@@ -185,12 +201,17 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     import ray.train
     import ray.tune
 
+    from orchestrator import warm_workers
     from orchestrator.plan import RESUME_KEY
     from trainables.loop import train_loop_per_worker
 
     # A resumed trial continues the Train run (checkpoints) of the trial it resumes. The id is
     # not available inside workers: pass it down.
     trial_id = config.get(RESUME_KEY) or ray.tune.get_context().get_trial_id()
+    # With actor reuse, Tune waits this long for a stopped trial's thread before handing the
+    # actor to the next trial (Ray's default, 2 s, is shorter than releasing a worker group)
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(THREAD_TIMEOUT_S))
+    warm_workers.park_finished_runs(setup.reuse_workers)
     config = {k: v for k, v in config.items() if k != RESUME_KEY}
     resources = {"CPU": setup.cpus_per_worker, **setup.worker_resources}
     if setup.gpus_per_worker:

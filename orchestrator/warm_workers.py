@@ -1,0 +1,264 @@
+"""Train workers that outlive their trial: the next trial of the same trial actor starts on them.
+
+Ray Train V2 creates a new worker process (and placement group) for every ``fit()``: on a
+2-core machine 5-8 s to start the actor and import Train's worker module, then the ML stack's
+imports (transformers, the model code) again in the new process, before a trial's first line.
+With Tune's ``reuse_actors`` a trial actor runs several trials one after the other, so here a
+run that **finished cleanly** parks its workers and placement group in the trial actor
+(``reusable_worker_group``), and the next run of that actor with the same worker count and
+resources starts on them: same processes, imports done, a fresh train context, process group
+and synchronization actor per run as Ray Train makes them.
+
+What is never reused: workers of a run that failed, was aborted (ASHA stopping a trial while
+its training thread still runs) or whose actors died; a parked group that does not match the
+next run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
+of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
+still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
+their owner). Sweeps turn it on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``);
+``ORCHESTRATOR_REUSE_WORKERS=0`` turns both off (every trial a new actor and new workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, fields
+from functools import cache
+from typing import Any
+
+__all__ = [
+    "park_finished_runs",
+    "parked_worker_pids",
+    "release_parked",
+    "release_stopped_run",
+    "reusable_worker_group",
+    "reuse_enabled",
+    "standing_cleaner",
+]
+
+REUSE_ENV = "ORCHESTRATOR_REUSE_WORKERS"
+_ALIVE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Parked:
+    key: tuple
+    pg_handle: Any
+    workers: list  # ray.train.v2 Worker records, in world-rank order
+
+
+_state: dict[str, Any] = {"park": False, "parked": None, "cleaner": None}  # per process: one trial actor
+
+
+def reuse_enabled() -> bool:
+    """In the driver: whether the sweep reuses trial actors and their workers (default on)."""
+    return os.environ.get(REUSE_ENV, "1") != "0"
+
+
+def park_finished_runs(enabled: bool) -> None:
+    """In a trial actor: park the workers of runs that finish cleanly. Only where Tune reuses
+    the actor (otherwise a parked group would wait for the cleaner to notice the actor died)."""
+    _state["park"] = enabled
+    if not enabled:
+        release_parked()
+
+
+def parked_worker_pids() -> list[int]:
+    """PIDs of the workers parked in this process (for tests and benchmarks)."""
+    parked = _state["parked"]
+    return [w.metadata.pid for w in parked.workers] if parked else []
+
+
+def release_parked() -> None:
+    """Kill the parked workers and remove their placement group (nothing when none is parked)."""
+    import ray
+
+    parked, _state["parked"] = _state["parked"], None
+    if parked is None:
+        return
+    for w in parked.workers:
+        with contextlib.suppress(Exception):  # already dead
+            ray.kill(w.actor)
+    with contextlib.suppress(Exception):
+        parked.pg_handle.shutdown()
+
+
+def _group_key(ctx: Any) -> tuple:
+    return (
+        ctx.num_workers,
+        tuple(sorted(ctx.resources_per_worker.items())),
+        ctx.placement_strategy,
+        repr(ctx.label_selector),
+    )
+
+
+def _take_parked(key: tuple) -> _Parked | None:
+    """The parked group when it matches ``key`` and all its workers answer; else release it."""
+    import ray
+
+    parked, _state["parked"] = _state["parked"], None
+    if parked is None:
+        return None
+    if parked.key == key:
+        try:
+            ray.get([w.actor.get_metadata.remote() for w in parked.workers], timeout=_ALIVE_TIMEOUT_S)
+            return parked
+        except Exception:  # a worker died while parked (node loss, OOM killer): start new ones
+            pass
+    _state["parked"] = parked
+    release_parked()
+    return None
+
+
+def release_stopped_run(controller: Any, *, finishing: bool, grace_s: float = 10.0) -> None:
+    """After Tune stopped a trial inside a report: park the run's workers when they are done
+    (``finishing``: it was the last report, the training threads end right after it), else
+    abort them (killed with their placement group, as Train's own abort does)."""
+    group = getattr(controller, "_worker_group", None)
+    if group is None:
+        return
+    with contextlib.suppress(Exception):  # already shut down, or Ray is going away
+        if finishing and _state["park"] and _wait_finished(group, grace_s):
+            controller._worker_group = None
+            group.shutdown()  # parks: the poll said finished, without errors
+            return
+        group.abort()
+
+
+def _wait_finished(group: Any, grace_s: float) -> bool:
+    deadline = time.monotonic() + grace_s
+    while True:
+        status = group.poll_status(timeout=grace_s)
+        if status.finished:
+            return not status.errors
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _reset_worker() -> None:
+    """On a worker about to be parked: Ray destroys a 1-rank process group only on CUDA."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@cache
+def _classes() -> tuple[type, type]:
+    import ray
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
+    from ray.train.v2._internal.execution.worker_group.worker import Worker
+    from ray.train.v2._internal.execution.worker_group.worker_group import WorkerGroup
+
+    @dataclass(frozen=True)
+    class _ParkOnShutdown(WorkerGroupState):
+        """State of a run that finished cleanly: shutting it down parks its workers."""
+
+        key: tuple = ()
+
+        def shutdown(self) -> None:
+            try:  # worker shutdown callbacks as Ray runs them, then a clean process group
+                ray.get([w.actor.shutdown.remote() for w in self.workers], timeout=_ALIVE_TIMEOUT_S)
+                ray.get([w.execute_async(_reset_worker) for w in self.workers], timeout=_ALIVE_TIMEOUT_S)
+            except Exception:
+                WorkerGroupState.shutdown(self)
+                return
+            with contextlib.suppress(Exception):
+                ray.kill(self.sync_actor)
+            release_parked()
+            _state["parked"] = _Parked(self.key, self.placement_group_handle, list(self.workers))
+
+    class ReusableWorkerGroup(WorkerGroup):
+        """Ray Train's worker group, starting on the trial actor's parked workers when they match."""
+
+        _reusing: _Parked | None = None
+
+        def _create_placement_group(self, scaling_config: Any, worker_group_context: Any) -> Any:
+            parked = _take_parked(_group_key(worker_group_context)) if _state["park"] else None
+            self._reusing = parked
+            if parked is not None:
+                return parked.pg_handle
+            release_parked()
+            return super()._create_placement_group(scaling_config, worker_group_context)
+
+        def _create_workers(self, num_workers: int, placement_group: Any, resources_per_worker: dict,
+                            placement_group_bundle_indices: Any = None, starting_world_rank: int = 0,
+                            world_size: Any = None, replica_group_size: Any = None) -> list:  # fmt: skip
+            parked, self._reusing = self._reusing, None
+            if (
+                parked is None
+                or placement_group_bundle_indices is not None  # replacing a replica group
+                or parked.pg_handle.placement_group != placement_group
+                or len(parked.workers) != num_workers
+            ):
+                return super()._create_workers(
+                    num_workers, placement_group, resources_per_worker, placement_group_bundle_indices,
+                    starting_world_rank, world_size, replica_group_size,
+                )  # fmt: skip
+            workers = [
+                Worker(w.actor, w.metadata, resources_per_worker, placement_group_bundle_index=w.placement_group_bundle_index)
+                for w in parked.workers
+            ]  # fmt: skip
+            return WorkerGroup._assign_worker_ranks(
+                workers, starting_world_rank, world_size, replica_group_size
+            )
+
+        def shutdown(self) -> None:
+            state, status = self._worker_group_state, self._latest_poll_status
+            clean = status is not None and status.finished and not status.errors
+            if state is not None and clean and _state["park"]:
+                values = {f.name: getattr(state, f.name) for f in fields(WorkerGroupState)}
+                self._worker_group_state = _ParkOnShutdown(
+                    **values, key=_group_key(self._worker_group_context)
+                )
+            super().shutdown()
+
+    class StandingCleaner(PlacementGroupCleanerCallback):
+        """Ray's placement-group cleaner, one per trial actor rather than one per run.
+
+        While runs are parked, it watches the trial actor (where the Train controller runs)
+        and removes the latest placement group registered with it when that actor dies,
+        parked or not; a group already removed is skipped, as Ray's cleaner does. Otherwise
+        it is stopped at the end of each run, as Ray stops its own.
+        """
+
+        def after_controller_start(self, train_run_context: Any) -> None:
+            cleaner = _state["cleaner"]
+            if cleaner is not None:
+                try:
+                    ray.get(cleaner.start_monitoring.remote(), timeout=_ALIVE_TIMEOUT_S)
+                    self._cleaner = cleaner
+                    self._controller_actor_id = ray.get_runtime_context().get_actor_id()
+                    return
+                except Exception:  # gone: start another
+                    _state["cleaner"] = None
+            super().after_controller_start(train_run_context)
+            _state["cleaner"] = self._cleaner
+
+        async def before_controller_shutdown(self) -> None:
+            self._keep_or_stop()
+
+        def before_controller_abort(self) -> None:
+            self._keep_or_stop()
+
+        def _keep_or_stop(self) -> None:
+            if _state["park"]:
+                self._cleaner = None  # keeps watching this actor, which may hold a parked group
+                return
+            _state["cleaner"] = None
+            self._stop_cleaner()  # as Ray does, when nothing is parked here
+
+    return ReusableWorkerGroup, StandingCleaner
+
+
+def reusable_worker_group() -> type:
+    """``ReusableWorkerGroup``: Ray Train's worker group, starting on parked workers that match."""
+    return _classes()[0]
+
+
+def standing_cleaner() -> type:
+    """``StandingCleaner``: Ray's placement-group cleaner callback, one per trial actor."""
+    return _classes()[1]
