@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def empty_loop(config: dict) -> None:
     import ray.train
 
-    ray.train.report({"startup": time.time() - config["t0"], "pid": os.getpid()})
+    # Tune sets "pid" itself (the trial actor's)
+    ray.train.report({"startup": time.time() - config["t0"], "worker_pid": os.getpid()})
 
 
 def trial_fn(config: dict, variant: str, root: str) -> None:
@@ -86,7 +87,7 @@ def run_variant(variant: str, trials: int, concurrency: int, root: str) -> tuple
     errors = [r.error for r in results if r.error]
     if errors:
         raise RuntimeError(f"{variant}: {errors[0]}")
-    pids = {r.metrics["pid"] for r in results}
+    pids = {r.metrics["worker_pid"] for r in results}
     print(f"{variant}: {len(results)} trials ran in {len(pids)} worker processes")
     return [r.metrics["startup"] for r in results], wall
 
