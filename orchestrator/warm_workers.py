@@ -9,9 +9,12 @@ run that **finished cleanly** parks its workers and placement group in the trial
 resources starts on them: same processes, imports done, a fresh train context, process group
 and synchronization actor per run as Ray Train makes them.
 
-What is never reused: workers of a run that failed, was aborted (ASHA stopping a trial while
-its training thread still runs) or whose actors died; a parked group that does not match the
-next run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
+A run "finishes cleanly" when its training threads ended without error: at its end, when
+Tune stopped it at its last report (ASHA at ``max_t``), or, for a single worker, when ASHA
+stopped it mid-run and the training loop ended at its next batch (``trainables.stopping``).
+What is never reused: workers of a run that failed, a DDP group stopped mid-run (aborted: its
+ranks could stop at different batches), workers that did not stop within ``STOP_GRACE_S`` or
+whose actors died; a parked group that does not match the next run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
 of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
 still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
 their owner). Sweeps turn it on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``);
@@ -39,6 +42,8 @@ __all__ = [
 
 REUSE_ENV = "ORCHESTRATOR_REUSE_WORKERS"
 _ALIVE_TIMEOUT_S = 10.0
+FINISH_GRACE_S = 10.0  # a run stopped at its last report: its thread ends right after it
+STOP_GRACE_S = 20.0  # a run stopped mid-way: its next training or evaluation batch ends it
 
 
 @dataclass
@@ -111,19 +116,34 @@ def _take_parked(key: tuple) -> _Parked | None:
     return None
 
 
-def release_stopped_run(controller: Any, *, finishing: bool, grace_s: float = 10.0) -> None:
-    """After Tune stopped a trial inside a report: park the run's workers when they are done
-    (``finishing``: it was the last report, the training threads end right after it), else
-    abort them (killed with their placement group, as Train's own abort does)."""
+def release_stopped_run(controller: Any, *, finishing: bool) -> None:
+    """After Tune stopped a trial inside a report, park the run's workers once their training
+    thread has ended, else abort them (killed with their placement group, as Train's own abort).
+
+    ``finishing``: that was the run's last report, so the thread ends right after it. In the
+    middle of a run, a single worker is asked to stop at its next batch
+    (``trainables.stopping``); a DDP group is aborted, since its ranks could stop at
+    different batches and leave a collective waiting.
+    """
+    import ray
+
+    from trainables.stopping import request_stop
+
     group = getattr(controller, "_worker_group", None)
     if group is None:
         return
-    with contextlib.suppress(Exception):  # already shut down, or Ray is going away
-        if finishing and _state["park"] and _wait_finished(group, grace_s):
-            controller._worker_group = None
-            group.shutdown()  # parks: the poll said finished, without errors
-            return
-        group.abort()
+    parked = False
+    with contextlib.suppress(Exception):  # a worker died, or did not answer: abort below
+        if _state["park"] and (finishing or len(group.get_workers()) == 1):
+            if not finishing:
+                ray.get(group.execute_async(request_stop), timeout=_ALIVE_TIMEOUT_S)
+            if _wait_finished(group, FINISH_GRACE_S if finishing else STOP_GRACE_S):
+                controller._worker_group = None
+                group.shutdown()  # parks: the poll said finished, without other errors
+                parked = True
+    if not parked:
+        with contextlib.suppress(Exception):  # already shut down, or Ray is going away
+            group.abort()
 
 
 def _wait_finished(group: Any, grace_s: float) -> bool:
@@ -131,16 +151,27 @@ def _wait_finished(group: Any, grace_s: float) -> bool:
     while True:
         status = group.poll_status(timeout=grace_s)
         if status.finished:
-            return not status.errors
+            return _only_stopped(status.errors)
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
 
 
+def _only_stopped(errors: dict) -> bool:
+    """No rank failed, apart from ending because its trial was stopped."""
+    from trainables.stopping import TrialStopped
+
+    return all(isinstance(e, TrialStopped) for e in errors.values())
+
+
 def _reset_worker() -> None:
-    """On a worker about to be parked: Ray destroys a 1-rank process group only on CUDA."""
+    """On a worker about to be parked: no stop request carried over to the next run, and no
+    process group (Ray destroys a 1-rank group only on CUDA)."""
     import torch.distributed as dist
 
+    from trainables.stopping import clear_stop
+
+    clear_stop()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -208,7 +239,7 @@ def _classes() -> tuple[type, type]:
 
         def shutdown(self) -> None:
             state, status = self._worker_group_state, self._latest_poll_status
-            clean = status is not None and status.finished and not status.errors
+            clean = status is not None and status.finished and _only_stopped(status.errors)
             if state is not None and clean and _state["park"]:
                 values = {f.name: getattr(state, f.name) for f in fields(WorkerGroupState)}
                 self._worker_group_state = _ParkOnShutdown(

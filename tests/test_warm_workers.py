@@ -6,10 +6,12 @@ import itertools
 import os
 import time
 
+import pytest
 import ray
 import ray.train
 
 from orchestrator.trial import direct_tune_report, lean_trainer_class
+from trainables.stopping import raise_if_stopped
 
 EPOCHS = 4
 
@@ -23,7 +25,9 @@ def _epochs(config: dict) -> None:
     total = torch.tensor([1.0])
     dist.all_reduce(total)
     for epoch in range(1, config["epochs"] + 1):
-        time.sleep(0.3)
+        for _ in range(6):  # a "batch": where the training loop checks for a stop
+            time.sleep(0.05)
+            raise_if_stopped()
         ray.train.report(
             {
                 "epoch": epoch,
@@ -36,7 +40,7 @@ def _epochs(config: dict) -> None:
         )
 
 
-def _trial(config: dict, root: str) -> None:
+def _trial(config: dict, root: str, workers: int) -> None:
     import ray.tune
 
     from orchestrator import warm_workers
@@ -45,7 +49,7 @@ def _trial(config: dict, root: str) -> None:
     trainer = lean_trainer_class()(
         _epochs,
         train_loop_config={"quality": config["quality"], "epochs": EPOCHS},
-        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.45}),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 0.45}),
         run_config=ray.train.RunConfig(
             name=ray.tune.get_context().get_trial_id(), storage_path=root, callbacks=[direct_tune_report()]
         ),
@@ -58,13 +62,15 @@ def _placement_groups_left() -> list[str]:
     return [pg_id for pg_id, pg in table.items() if pg["state"] != "REMOVED"]
 
 
-def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp_path):
-    """Real Tune (reuse_actors, ASHA) over Train runs of 2 gloo ranks. ASHA stops trials while
-    they train, and at their last epoch (max_t). The next trial of each actor runs on the
-    previous trial's worker processes exactly when that trial reached its last epoch (with a
-    working process group: the ranks all-reduce), and on new ones after a mid-run stop; no
-    trial errors (Tune's reset waits for a stopped run to release its workers); after the
-    sweep no placement group is left."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp_path, workers):
+    """Real Tune (reuse_actors, ASHA) over Train runs of 1 worker or 2 gloo ranks. ASHA stops
+    trials while they train, and at their last epoch (max_t). The next trial of each actor
+    runs on the previous trial's worker processes (with a working process group: the ranks
+    all-reduce) when that trial reached its last epoch, or was a single worker stopped
+    mid-run (it ends at its next batch); a DDP group stopped mid-run is replaced by new
+    workers. No trial errors (Tune's reset waits for a stopped run to release its workers);
+    after the sweep no placement group is left."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -72,7 +78,9 @@ def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp
     ray.init(num_cpus=2, log_to_driver=False)
     try:
         results = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_trial, root=str(tmp_path / "train")), {"cpu": 0.01}),
+            tune.with_resources(
+                tune.with_parameters(_trial, root=str(tmp_path / "train"), workers=workers), {"cpu": 0.01}
+            ),
             param_space={"quality": tune.grid_search(qualities)},
             tune_config=tune.TuneConfig(
                 metric="quality",
@@ -92,12 +100,15 @@ def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp
     assert not [r.error for r in results if r.error]
     runs = sorted((r.metrics_dataframe for r in results), key=lambda h: h["t"].iloc[0])
     for h in runs:
-        assert set(h["ranks"]) == {2.0} and set(h["rank"]) == {0}
+        assert set(h["ranks"]) == {float(workers)} and set(h["rank"]) == {0}
     by_actor: dict[int, list] = {}
     for h in runs:
         by_actor.setdefault(h["pid"].iloc[0], []).append(h)
     handed = [(len(prev) == EPOCHS, prev["worker_pid"].iloc[0] == nxt["worker_pid"].iloc[0])
               for trials in by_actor.values() for prev, nxt in itertools.pairwise(trials)]  # fmt: skip
-    assert all(finished == same for finished, same in handed), handed
-    assert (True, True) in handed and (False, False) in handed, handed  # both cases happened
+    if workers == 1:  # handed over after every trial, stopped mid-run or not
+        assert all(same for _, same in handed) and (False, True) in handed, handed
+    else:
+        assert all(finished == same for finished, same in handed), handed
+        assert (True, True) in handed and (False, False) in handed, handed  # both cases happened
     assert not left, left

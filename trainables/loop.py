@@ -38,6 +38,7 @@ from trainables.freezing import count_trainable_parameters, resolve_depth
 from trainables.metrics import all_reduce, collate, eval_batch_size, evaluate, to_device
 from trainables.models import build_classifier, load_tokenizer, resolved_pooling
 from trainables.prefix_cache import PrefixFeed, feature_key, prefix_features
+from trainables.stopping import raise_if_stopped
 from trainables.stored import StoredRef
 from trainables.stored_tokenizer import store_tokenizer
 from trainables.strategies import get_strategy
@@ -151,6 +152,7 @@ def train_epoch(
     model.train()
     seen, loss_sum = 0, 0.0
     for batch in loader:
+        raise_if_stopped()
         rows = len(batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         parts = micro_batches(batch, micro_batch_size)

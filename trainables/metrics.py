@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from search_spaces import objectives as M
 from trainables.device import autocast
+from trainables.stopping import raise_if_stopped
 
 __all__ = [
     "all_reduce",
@@ -115,6 +116,7 @@ def evaluation_sums(
     confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for batch in DataLoader(examples, batch_size=batch_size, collate_fn=collate(pad_id)):
+        raise_if_stopped()
         batch = to_device(batch, device, feed, "validation")
         with autocast(precision, device):
             out = model(**batch)
