@@ -149,12 +149,26 @@ def release_stopped_run(controller: Any, *, finishing: bool) -> None:
 def _wait_finished(group: Any, grace_s: float) -> bool:
     deadline = time.monotonic() + grace_s
     while True:
-        status = group.poll_status(timeout=grace_s)
+        status = _poll_quietly(group, grace_s)
         if status.finished:
             return _only_stopped(status.errors)
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+def _poll_quietly(group: Any, timeout: float) -> Any:
+    """The group's poll without its callbacks: a report the stopped run still made is dropped
+    (the callbacks would hand it to Tune, which has stopped the trial)."""
+    from ray.train.v2._internal.execution.worker_group.poll import WorkerGroupPollStatus
+
+    statuses = group._poll_workers_and_collect_errors(timeout)
+    status = WorkerGroupPollStatus(
+        worker_statuses=dict(enumerate(statuses)),
+        worker_rank_to_replica_group_rank=group._worker_rank_to_replica_group_rank,
+    )
+    group._latest_poll_status = status  # what shutdown() decides parking on
+    return status
 
 
 def _only_stopped(errors: dict) -> bool:

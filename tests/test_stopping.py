@@ -1,0 +1,36 @@
+"""A stop requested in a worker ends the project's training and evaluation loops at their next batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_micro_batches import _batches, _epoch, _model
+from trainables.metrics import evaluate
+from trainables.stopping import TrialStopped, clear_stop, request_stop
+
+
+@pytest.fixture(autouse=True)
+def _no_stop_left():
+    clear_stop()
+    yield
+    clear_stop()
+
+
+def test_train_epoch_and_evaluation_end_at_the_next_batch_once_a_stop_is_requested():
+    model, batches = _model(), _batches()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    request_stop()
+    with pytest.raises(TrialStopped):
+        _epoch(model, batches, None)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.equal(before, after)  # not one step taken
+    rows = [
+        (b["input_ids"][i].tolist(), int(b["labels"][i])) for b in batches for i in range(len(b["labels"]))
+    ]
+    kwargs = dict(batch_size=4, pad_id=0, num_labels=3, device=torch.device("cpu"), precision="fp32")
+    with pytest.raises(TrialStopped):
+        evaluate(model, rows, **kwargs)
+    clear_stop()  # what a parked worker gets before its next run
+    _epoch(model, batches, None)
+    assert set(evaluate(model, rows, **kwargs)) >= {"eval_accuracy", "eval_loss"}
