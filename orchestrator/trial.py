@@ -3,7 +3,9 @@
 The Train run is named ``train-<trial_id>`` under a fixed storage root, so a retried or
 restored trial resumes from its own latest checkpoint. The Train controller runs inside the
 Tune trial actor (``lean_trainer_class``) and hands every ``ray.train.report`` straight to Tune
-(``direct_tune_report``), where ASHA, Optuna and the MLflow callback see it.
+(``direct_tune_report``), where ASHA, Optuna and the MLflow callback see it. Tune reuses trial
+actors, and a trial actor's next run starts on the Train workers its last run left parked
+(``orchestrator.warm_workers``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = [
 # 1-CPU trials, even 0.01 CPU per driver leaves a worker group waiting forever. Local Ray gets
 # plenty of it; on a cluster, give it to non-GPU (ideally non-spot) nodes only.
 DRIVER_RESOURCE = "trial_driver"
-THREAD_TIMEOUT_S = 60
+THREAD_TIMEOUT_S = 120  # > warm_workers.RELEASE_BUDGET_S plus a worker group's shutdown
 FALLBACK_DRIVER_CPU = 0.01
 
 
@@ -144,9 +146,11 @@ def lean_trainer_class() -> type:
         def _reported_last_epoch(self) -> bool:
             from search_spaces.objectives import EPOCH
 
-            reports = [c for c in self.run_config.callbacks or [] if hasattr(c, "last_metrics")]
-            epochs = (self.train_loop_config or {}).get("epochs")
-            return bool(reports and epochs) and reports[0].last_metrics.get(EPOCH) == epochs
+            with contextlib.suppress(Exception):  # never in the way of releasing the workers
+                reports = [c for c in self.run_config.callbacks or [] if hasattr(c, "last_metrics")]
+                epochs = (self.train_loop_config or {}).get("epochs")
+                return bool(reports and epochs) and reports[0].last_metrics.get(EPOCH) == epochs
+            return False
 
     return LeanTorchTrainer
 

@@ -13,7 +13,7 @@ A run "finishes cleanly" when its training threads ended without error: at its e
 Tune stopped it at its last report (ASHA at ``max_t``), or, for a single worker, when ASHA
 stopped it mid-run and the training loop ended at its next batch (``trainables.stopping``).
 What is never reused: workers of a run that failed, a DDP group stopped mid-run (aborted: its
-ranks could stop at different batches), workers that did not stop within ``STOP_GRACE_S`` or
+ranks could stop at different batches), workers that did not stop within ``RELEASE_BUDGET_S`` or
 whose actors died; a parked group that does not match the next run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
 of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
 still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
@@ -42,8 +42,7 @@ __all__ = [
 
 REUSE_ENV = "ORCHESTRATOR_REUSE_WORKERS"
 _ALIVE_TIMEOUT_S = 10.0
-FINISH_GRACE_S = 10.0  # a run stopped at its last report: its thread ends right after it
-STOP_GRACE_S = 20.0  # a run stopped mid-way: its next training or evaluation batch ends it
+RELEASE_BUDGET_S = 30.0  # a stopped run's threads end (last report: at once; mid-run: next batch)
 
 
 @dataclass
@@ -77,16 +76,20 @@ def parked_worker_pids() -> list[int]:
 
 def release_parked() -> None:
     """Kill the parked workers and remove their placement group (nothing when none is parked)."""
-    import ray
-
     parked, _state["parked"] = _state["parked"], None
     if parked is None:
         return
-    for w in parked.workers:
-        with contextlib.suppress(Exception):  # already dead
-            ray.kill(w.actor)
+    _kill(parked.workers)
     with contextlib.suppress(Exception):
         parked.pg_handle.shutdown()
+
+
+def _kill(workers: list) -> None:
+    import ray
+
+    for w in workers:
+        with contextlib.suppress(Exception):  # already dead
+            ray.kill(w.actor)
 
 
 def _group_key(ctx: Any) -> tuple:
@@ -123,7 +126,8 @@ def release_stopped_run(controller: Any, *, finishing: bool) -> None:
     ``finishing``: that was the run's last report, so the thread ends right after it. In the
     middle of a run, a single worker is asked to stop at its next batch
     (``trainables.stopping``); a DDP group is aborted, since its ranks could stop at
-    different batches and leave a collective waiting.
+    different batches and leave a collective waiting. All of it within ``RELEASE_BUDGET_S``,
+    well inside the time Tune waits before handing the actor to its next trial.
     """
     import ray
 
@@ -132,12 +136,13 @@ def release_stopped_run(controller: Any, *, finishing: bool) -> None:
     group = getattr(controller, "_worker_group", None)
     if group is None:
         return
+    deadline = time.monotonic() + RELEASE_BUDGET_S
     parked = False
     with contextlib.suppress(Exception):  # a worker died, or did not answer: abort below
         if _state["park"] and (finishing or len(group.get_workers()) == 1):
             if not finishing:
                 ray.get(group.execute_async(request_stop), timeout=_ALIVE_TIMEOUT_S)
-            if _wait_finished(group, FINISH_GRACE_S if finishing else STOP_GRACE_S):
+            if _wait_finished(group, deadline):
                 controller._worker_group = None
                 group.shutdown()  # parks: the poll said finished, without other errors
                 parked = True
@@ -146,10 +151,9 @@ def release_stopped_run(controller: Any, *, finishing: bool) -> None:
             group.abort()
 
 
-def _wait_finished(group: Any, grace_s: float) -> bool:
-    deadline = time.monotonic() + grace_s
+def _wait_finished(group: Any, deadline: float) -> bool:
     while True:
-        status = _poll_quietly(group, grace_s)
+        status = _poll_quietly(group, max(deadline - time.monotonic(), 0.1))
         if status.finished:
             return _only_stopped(status.errors)
         if time.monotonic() > deadline:
@@ -159,10 +163,16 @@ def _wait_finished(group: Any, grace_s: float) -> bool:
 
 def _poll_quietly(group: Any, timeout: float) -> Any:
     """The group's poll without its callbacks: a report the stopped run still made is dropped
-    (the callbacks would hand it to Tune, which has stopped the trial)."""
+    (the callbacks would hand it to Tune, which has stopped the trial), and so is its
+    checkpoint, which no checkpoint manager will ever list or delete."""
     from ray.train.v2._internal.execution.worker_group.poll import WorkerGroupPollStatus
 
     statuses = group._poll_workers_and_collect_errors(timeout)
+    for s in statuses:
+        checkpoint = getattr(s.training_report, "checkpoint", None)
+        if checkpoint is not None:
+            with contextlib.suppress(Exception):
+                checkpoint.filesystem.delete_dir(checkpoint.path)
     status = WorkerGroupPollStatus(
         worker_statuses=dict(enumerate(statuses)),
         worker_rank_to_replica_group_rank=group._worker_rank_to_replica_group_rank,
@@ -179,15 +189,27 @@ def _only_stopped(errors: dict) -> bool:
 
 
 def _reset_worker() -> None:
-    """On a worker about to be parked: no stop request carried over to the next run, and no
-    process group (Ray destroys a 1-rank group only on CUDA)."""
+    """On a worker about to be parked: nothing of the last run carried over to the next one.
+
+    No stop request, no process group (Ray destroys it only for groups of several ranks), and
+    no train context: a run that ended with ``TrialStopped`` keeps its traceback there, and
+    with it the model, optimizer and batch (memory, GPU memory too, until the next run).
+    """
+    import gc
+
+    import torch
     import torch.distributed as dist
+    from ray.train.v2._internal.execution.context import set_train_context
 
     from trainables.stopping import clear_stop
 
     clear_stop()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    set_train_context(None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @cache
@@ -239,6 +261,8 @@ def _classes() -> tuple[type, type]:
                 or parked.pg_handle.placement_group != placement_group
                 or len(parked.workers) != num_workers
             ):
+                if parked is not None:  # free their bundles for the new workers
+                    _kill(parked.workers)
                 return super()._create_workers(
                     num_workers, placement_group, resources_per_worker, placement_group_bundle_indices,
                     starting_world_rank, world_size, replica_group_size,
@@ -250,6 +274,13 @@ def _classes() -> tuple[type, type]:
             return WorkerGroup._assign_worker_ranks(
                 workers, starting_world_rank, world_size, replica_group_size
             )
+
+        def abort(self) -> None:
+            state = self._worker_group_state
+            if isinstance(state, _ParkOnShutdown):  # a park that failed half-way: kill instead
+                values = {f.name: getattr(state, f.name) for f in fields(WorkerGroupState)}
+                self._worker_group_state = WorkerGroupState(**values)
+            super().abort()
 
         def shutdown(self) -> None:
             state, status = self._worker_group_state, self._latest_poll_status

@@ -10,7 +10,7 @@ import pytest
 import ray
 import ray.train
 
-from orchestrator.trial import direct_tune_report, lean_trainer_class
+from orchestrator.trial import THREAD_TIMEOUT_S, direct_tune_report, lean_trainer_class
 from trainables.stopping import raise_if_stopped
 
 EPOCHS = 4
@@ -45,6 +45,7 @@ def _trial(config: dict, root: str, workers: int) -> None:
 
     from orchestrator import warm_workers
 
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(THREAD_TIMEOUT_S))  # as run_trial does
     warm_workers.park_finished_runs(True)
     trainer = lean_trainer_class()(
         _epochs,
@@ -62,15 +63,16 @@ def _placement_groups_left() -> list[str]:
     return [pg_id for pg_id, pg in table.items() if pg["state"] != "REMOVED"]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp_path, workers):
+@pytest.mark.parametrize(("workers", "max_t"), [(1, 2 * EPOCHS), (2, EPOCHS)])
+def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp_path, workers, max_t):
     """Real Tune (reuse_actors, ASHA) over Train runs of 1 worker or 2 gloo ranks. ASHA stops
-    trials while they train, and at their last epoch (max_t). The next trial of each actor
-    runs on the previous trial's worker processes (with a working process group: the ranks
-    all-reduce) when that trial reached its last epoch, or was a single worker stopped
-    mid-run (it ends at its next batch); a DDP group stopped mid-run is replaced by new
-    workers. No trial errors (Tune's reset waits for a stopped run to release its workers);
-    after the sweep no placement group is left."""
+    trials while they train; the 2-rank trials that get to their last epoch are stopped there
+    (max_t), the 1-worker ones finish on their own. The next trial of each actor runs on the
+    previous trial's worker processes (with a working process group: the ranks all-reduce)
+    when that trial reached its last epoch, or was a single worker stopped mid-run (it ends at
+    its next batch); a DDP group stopped mid-run is replaced by new workers. Every trial
+    reports its own config; no trial errors (Tune's reset waits for a stopped run to release
+    its workers); after the sweep no placement group is left."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -87,7 +89,7 @@ def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp
                 mode="max",
                 max_concurrent_trials=2,
                 reuse_actors=True,
-                scheduler=ASHAScheduler(time_attr="epoch", max_t=EPOCHS, grace_period=1, reduction_factor=2),
+                scheduler=ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=1, reduction_factor=2),
             ),
             run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
         ).fit()
@@ -98,6 +100,8 @@ def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp
     finally:
         ray.shutdown()
     assert not [r.error for r in results if r.error]
+    for r in results:
+        assert set(r.metrics_dataframe["quality"]) == {r.config["quality"]}
     runs = sorted((r.metrics_dataframe for r in results), key=lambda h: h["t"].iloc[0])
     for h in runs:
         assert set(h["ranks"]) == {float(workers)} and set(h["rank"]) == {0}

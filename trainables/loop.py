@@ -334,6 +334,7 @@ def _report_epoch(
     import ray.train
 
     epoch = metrics[M.EPOCH]
+    raise_if_stopped()  # stopped while evaluating: write no checkpoint nobody will read
     ckpt = None
     if rank == 0:
         ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
