@@ -32,7 +32,6 @@ from typing import Any
 
 __all__ = [
     "park_finished_runs",
-    "parked_worker_pids",
     "release_parked",
     "release_stopped_run",
     "reusable_worker_group",
@@ -66,12 +65,6 @@ def park_finished_runs(enabled: bool) -> None:
     _state["park"] = enabled
     if not enabled:
         release_parked()
-
-
-def parked_worker_pids() -> list[int]:
-    """PIDs of the workers parked in this process (for tests and benchmarks)."""
-    parked = _state["parked"]
-    return [w.metadata.pid for w in parked.workers] if parked else []
 
 
 def release_parked() -> None:
