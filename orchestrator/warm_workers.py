@@ -70,8 +70,11 @@ def park_finished_runs(enabled: bool) -> None:
 def release_parked() -> None:
     """Kill the parked workers and remove their placement group (nothing when none is parked)."""
     parked, _state["parked"] = _state["parked"], None
-    if parked is None:
-        return
+    if parked is not None:
+        _release(parked)
+
+
+def _release(parked: _Parked) -> None:
     _kill(parked.workers)
     with contextlib.suppress(Exception):
         parked.pg_handle.shutdown()
@@ -107,8 +110,7 @@ def _take_parked(key: tuple) -> _Parked | None:
             return parked
         except Exception:  # a worker died while parked (node loss, OOM killer): start new ones
             pass
-    _state["parked"] = parked
-    release_parked()
+    _release(parked)
     return None
 
 
@@ -206,17 +208,13 @@ def _reset_worker() -> None:
 
 
 @cache
-def _classes() -> tuple[type, type]:
+def _park_on_shutdown() -> type:
+    """``WorkerGroupState`` of a run that finished cleanly: shutting it down parks its workers."""
     import ray
-    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
     from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
-    from ray.train.v2._internal.execution.worker_group.worker import Worker
-    from ray.train.v2._internal.execution.worker_group.worker_group import WorkerGroup
 
     @dataclass(frozen=True)
     class _ParkOnShutdown(WorkerGroupState):
-        """State of a run that finished cleanly: shutting it down parks its workers."""
-
         key: tuple = ()
 
         def shutdown(self) -> None:
@@ -231,9 +229,26 @@ def _classes() -> tuple[type, type]:
             release_parked()
             _state["parked"] = _Parked(self.key, self.placement_group_handle, list(self.workers))
 
-    class ReusableWorkerGroup(WorkerGroup):
-        """Ray Train's worker group, starting on the trial actor's parked workers when they match."""
+    return _ParkOnShutdown
 
+
+def _as_state(cls: type, state: Any, **extra: Any) -> Any:
+    """``state`` (a ``WorkerGroupState``) as an instance of ``cls``, with the same fields."""
+    from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
+
+    return cls(**{f.name: getattr(state, f.name) for f in fields(WorkerGroupState)}, **extra)
+
+
+@cache
+def reusable_worker_group() -> type:
+    """``ReusableWorkerGroup``: Ray Train's worker group, starting on parked workers that match."""
+    from ray.train.v2._internal.execution.worker_group.state import WorkerGroupState
+    from ray.train.v2._internal.execution.worker_group.worker import Worker
+    from ray.train.v2._internal.execution.worker_group.worker_group import WorkerGroup
+
+    park_on_shutdown = _park_on_shutdown()
+
+    class ReusableWorkerGroup(WorkerGroup):
         _reusing: _Parked | None = None
 
         def _create_placement_group(self, scaling_config: Any, worker_group_context: Any) -> Any:
@@ -269,31 +284,34 @@ def _classes() -> tuple[type, type]:
             )
 
         def abort(self) -> None:
-            state = self._worker_group_state
-            if isinstance(state, _ParkOnShutdown):  # a park that failed half-way: kill instead
-                values = {f.name: getattr(state, f.name) for f in fields(WorkerGroupState)}
-                self._worker_group_state = WorkerGroupState(**values)
+            if isinstance(self._worker_group_state, park_on_shutdown):  # a park failed half-way: kill
+                self._worker_group_state = _as_state(WorkerGroupState, self._worker_group_state)
             super().abort()
 
         def shutdown(self) -> None:
             state, status = self._worker_group_state, self._latest_poll_status
             clean = status is not None and status.finished and _only_stopped(status.errors)
             if state is not None and clean and _state["park"]:
-                values = {f.name: getattr(state, f.name) for f in fields(WorkerGroupState)}
-                self._worker_group_state = _ParkOnShutdown(
-                    **values, key=_group_key(self._worker_group_context)
-                )
+                key = _group_key(self._worker_group_context)
+                self._worker_group_state = _as_state(park_on_shutdown, state, key=key)
             super().shutdown()
 
+    return ReusableWorkerGroup
+
+
+@cache
+def standing_cleaner() -> type:
+    """``StandingCleaner``: Ray's placement-group cleaner callback, one per trial actor.
+
+    While runs are parked, it watches the trial actor (where the Train controller runs) and
+    removes the latest placement group registered with it when that actor dies, parked or
+    not; a group already removed is skipped, as Ray's cleaner does. Otherwise it is stopped at
+    the end of each run, as Ray stops its own.
+    """
+    import ray
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
     class StandingCleaner(PlacementGroupCleanerCallback):
-        """Ray's placement-group cleaner, one per trial actor rather than one per run.
-
-        While runs are parked, it watches the trial actor (where the Train controller runs)
-        and removes the latest placement group registered with it when that actor dies,
-        parked or not; a group already removed is skipped, as Ray's cleaner does. Otherwise
-        it is stopped at the end of each run, as Ray stops its own.
-        """
-
         def after_controller_start(self, train_run_context: Any) -> None:
             cleaner = _state["cleaner"]
             if cleaner is not None:
@@ -320,14 +338,4 @@ def _classes() -> tuple[type, type]:
             _state["cleaner"] = None
             self._stop_cleaner()  # as Ray does, when nothing is parked here
 
-    return ReusableWorkerGroup, StandingCleaner
-
-
-def reusable_worker_group() -> type:
-    """``ReusableWorkerGroup``: Ray Train's worker group, starting on parked workers that match."""
-    return _classes()[0]
-
-
-def standing_cleaner() -> type:
-    """``StandingCleaner``: Ray's placement-group cleaner callback, one per trial actor."""
-    return _classes()[1]
+    return StandingCleaner
