@@ -112,6 +112,7 @@ def evaluation_sums(
 
     ``keep`` (a list) receives each batch's (labels, label probabilities) on CPU.
     """
+    was_training = model.training
     model.eval()
     confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -127,7 +128,7 @@ def evaluation_sums(
         confusion.index_put_(
             (batch["labels"], pred), torch.ones_like(pred, dtype=torch.float64), accumulate=True
         )
-    model.train()
+    model.train(was_training)  # a predictor's model stays in eval mode (no dropout in predict)
     return confusion, loss_sum
 
 
