@@ -102,7 +102,7 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.runner import _init_ray
+    from orchestrator.ray_session import init_ray as _init_ray
 
     _init_ray(verbose=False)
     variants = args.variants.split(",")

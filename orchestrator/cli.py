@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 failu
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -761,6 +762,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; re-run the same command to resume")
         sys.exit(130)
+    finally:
+        # The interpreter's last garbage collection walks every object the ML stack made (1-1.5 s
+        # after a sweep) only to free memory the process returns anyway; files are flushed and
+        # closed and runs ended by then, by their owners and atexit, which still run.
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,11 @@ import yaml
 from rich.console import Console
 
 from orchestrator.browse import mark_experiment, view_state
-from orchestrator.cluster import (
-    LOCAL_DRIVER_SLOTS,
-    auto_concurrency,
-    check_shared_storage,
-    local_resources,
-    private_token,
-)
+from orchestrator.cluster import auto_concurrency, check_shared_storage, local_resources
 from orchestrator.console import styled
 from orchestrator.locations import check_writable
 from orchestrator.progress import ProgressCallback, SweepProgress, showing
+from orchestrator.ray_session import RaySession
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.searcher import STATE_FILE
@@ -48,7 +42,7 @@ from orchestrator.tracking import (
     artifact_root_for,
     library_versions,
 )
-from orchestrator.trial import DRIVER_RESOURCE, TrialSetup, driver_resources, run_trial
+from orchestrator.trial import TrialSetup, driver_resources, run_trial
 from orchestrator.tune_space import DefineByRun
 from orchestrator.warm_workers import reuse_enabled
 from trainables.config import TaskConfig
@@ -126,54 +120,6 @@ def _git_commit(start: Path) -> str | None:
         return out.stdout.strip() or None
     except Exception:
         return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _init_ray(verbose: bool) -> bool:
-    """Connect to RAY_ADDRESS if set (e.g. inside a Ray Job), else start Ray on 127.0.0.1."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # explicit for ray 2.51+ (default there anyway)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our ProgressCallback prints instead of Tune's tables
-    env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1", "TOKENIZERS_PARALLELISM": "false"}}
-    if os.environ.get("RAY_ADDRESS"):
-        # Inside a Ray Job (or attached to a cluster): the job's runtime_env already applies;
-        # passing another one would conflict with it.
-        ray.init(log_to_driver=verbose, logging_level=logging.WARNING)
-    else:
-        # Ray's gRPC servers listen on every interface whatever _node_ip_address says, so the
-        # embedded instance is protected by its token, with a token file only this user can read.
-        # Token mode is forced on: a RAY_AUTH_MODE other than `token` is dropped, and ray.init()'s
-        # default for a new local cluster (2.59+) turns token mode on and refreshes Ray's config.
-        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-            os.environ.pop("RAY_AUTH_MODE", None)
-        private_token()
-        # Train V2's placement-group cleaner finds the cluster through the State API; with another
-        # Ray instance on this machine its auto-detection fails and killed trials leak their
-        # placement groups (the next trial then waits forever). Naming the API server fixes it.
-        port = _free_port()
-        env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        # One machine is never preempted: no watcher process per trial (Train V2 starts one).
-        env["env_vars"]["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
-        ray.init(
-            address="local",  # the embedded default: never attach to some other `ray start` cluster
-            include_dashboard=True,  # the placement-group cleaner relies on the state API
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,
-            _node_ip_address="127.0.0.1",
-            resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
-            runtime_env=env,
-            log_to_driver=verbose,
-            logging_level=logging.WARNING,
-        )
-    return True
 
 
 def _parent_params(r: ResolvedSweep, concurrency: int) -> dict[str, Any]:
@@ -388,24 +334,25 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         _check_local_fit(r)
     if not resuming:
         _write_inputs(r, snapshot)
-    setup = prepare_sweep_cache(r, _trial_setup(r), console)  # templates encoded, cache sized
-
+    setup = _trial_setup(r)
     state = _search_state(exp_path) if resuming else None  # before anything starts or is written
     if resuming and state is None and _has_trials(setup.train_root):
         raise SpecError(
             f"{exp_path} holds trials of sweep '{spec.name}' recorded by an older version without "
             f"its {STATE_FILE}; run it into a new --workdir (or storage)"
         )
-    started_ray = _init_ray(verbose)
-    import ray
-    from ray import tune
-
+    session = RaySession(verbose).start()  # while templates are encoded and the MLflow store made
     try:
-        check_shared_storage(r.storage, {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
-        concurrency = _concurrency(r)
+        setup = prepare_sweep_cache(r, setup, console)  # templates encoded, cache sized
         recorder = SweepRecorder(
             r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
         )
+        session.ready()
+        import ray
+        from ray import tune
+
+        check_shared_storage(r.storage, {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
+        concurrency = _concurrency(r)
         parent_id = _open_parent(r, recorder, snapshot, concurrency, resuming)
         if state is not None:  # trials that ended just before a kill -9 closed their runs
             recorder.settle_ended({*state["trials"], *state.get("failed", {})}, r.spec.train.epochs)
@@ -448,10 +395,9 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
         # A resume is a new Tuner around the searcher's own JSON state: nothing Tune pickled
         # into the storage (tuner.pkl, searcher and experiment state) is ever read back.
         tuner = _new_tuner(r, trainable, callbacks, concurrency, state)
-        return _fit(tuner, r, recorder, parent_id, console)
+        return _fit(tuner, r, recorder, parent_id, console, trials_over=session.release)
     finally:
-        if started_ray:
-            ray.shutdown()
+        session.close()
 
 
 def _search_state(exp_path: str) -> dict[str, Any] | None:
@@ -516,14 +462,26 @@ def _report_disk(exp_path: str, recorder: SweepRecorder, parent_id: str, console
 
 
 def _fit(
-    tuner: Any, r: ResolvedSweep, recorder: SweepRecorder, parent_id: str, console: Console
+    tuner: Any,
+    r: ResolvedSweep,
+    recorder: SweepRecorder,
+    parent_id: str,
+    console: Console,
+    *,
+    trials_over: Callable[[], None],
 ) -> SweepOutcome:
-    """Run the Tuner; close the parent run as FINISHED, KILLED (interrupted) or FAILED with its leaderboard."""
+    """Run the Tuner; close the parent run as FINISHED, KILLED (interrupted) or FAILED with its leaderboard.
+
+    ``trials_over`` is called once Tune returned (or raised): Ray is not needed after it.
+    """
     metric, exp_path = r.spec.search.metric, r.experiment_path
     status = "FAILED"
     try:
         with showing(_progress(r, recorder, console)):
-            tuner.fit()
+            try:
+                tuner.fit()
+            finally:
+                trials_over()
         # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted
         # (a resume's Tuner sees only the trials it ran: the record holds the whole sweep).
         trials = [c for c in recorder.children() if c.data.tags.get(TAGS.ROLE) == "trial"]

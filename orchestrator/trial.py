@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "DRIVER_RESOURCE",
+    "EMBEDDED_RAY_ENV",
     "TrialSetup",
     "checkpoint_config",
     "driver_resources",
@@ -26,6 +27,7 @@ __all__ = [
     "out_of_memory_once",
     "run_trial",
     "train_run_name",
+    "without_autoscaling_requests",
 ]
 
 # Custom resource that trial drivers (Tune trial actors) are scheduled on. A driver only
@@ -33,7 +35,12 @@ __all__ = [
 # 1-CPU trials, even 0.01 CPU per driver leaves a worker group waiting forever. Local Ray gets
 # plenty of it; on a cluster, give it to non-GPU (ideally non-spot) nodes only.
 DRIVER_RESOURCE = "trial_driver"
+EMBEDDED_RAY_ENV = "ORCHESTRATOR_EMBEDDED_RAY"  # "1" in trial actors on the embedded one-machine Ray
 THREAD_TIMEOUT_S = 120  # > warm_workers.RELEASE_BUDGET_S plus a worker group's shutdown
+# How often the Train controller polls its workers (Ray's default: 2 s). Reports and the end of a
+# run only reach Tune at a poll, so each finished trial held its resources ~2 s longer; a poll
+# is one small actor call per worker, and a slow one is waited for, not counted as a failure.
+POLL_INTERVAL_S = 0.25
 FALLBACK_DRIVER_CPU = 0.01
 
 
@@ -127,6 +134,9 @@ def lean_trainer_class() -> type:
 
             policy = controller_init_kwargs["failure_policy"]
             controller_init_kwargs["failure_policy"] = no_retry_on_out_of_memory(policy)
+            if os.environ.get(EMBEDDED_RAY_ENV) == "1":
+                scaling = controller_init_kwargs["scaling_policy"]
+                controller_init_kwargs["scaling_policy"] = without_autoscaling_requests(scaling)
             if ray.get_runtime_context().get_actor_id() is None:  # not in a trial actor: Ray's own way
                 return super()._initialize_and_run_controller(**controller_init_kwargs)
             from orchestrator.warm_workers import release_stopped_run, reusable_worker_group
@@ -153,6 +163,32 @@ def lean_trainer_class() -> type:
             return False
 
     return LeanTorchTrainer
+
+
+def without_autoscaling_requests(policy: Any) -> Any:
+    """Train's fixed scaling policy without its requests to Ray's ``AutoscalingCoordinator``.
+
+    Train V2 registers every run's resources with a cluster-wide coordinator actor (for the
+    autoscaler and Ray Data), blocking up to 5 s at the run's start, every 20 s, and at its end;
+    the first run of a sweep also waits for that actor's process to start. The embedded
+    one-machine Ray has no autoscaler, so there it is left out. Other policies are kept.
+    """
+    from ray.train.v2._internal.execution.scaling_policy.fixed import FixedScalingPolicy
+
+    if type(policy) is not FixedScalingPolicy:
+        return policy
+
+    class OneMachineScalingPolicy(FixedScalingPolicy):
+        def _maybe_send_resource_request(self) -> None:
+            pass
+
+        def _send_resource_request(self) -> None:
+            pass
+
+        def _cancel_resource_request(self) -> None:
+            pass
+
+    return OneMachineScalingPolicy(policy.scaling_config)
 
 
 def no_retry_on_out_of_memory(policy: Any) -> Any:
@@ -215,6 +251,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     # With actor reuse, Tune waits this long for a stopped trial's thread before handing the
     # actor to the next trial (Ray's default, 2 s, is shorter than releasing a worker group)
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(THREAD_TIMEOUT_S))
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_INTERVAL_S))
     warm_workers.park_finished_runs(setup.reuse_workers)
     config = {k: v for k, v in config.items() if k != RESUME_KEY}
     resources = {"CPU": setup.cpus_per_worker, **setup.worker_resources}

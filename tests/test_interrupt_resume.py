@@ -21,12 +21,19 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import cli, review_rows, sweep_dict, write_csv, write_sweep
 
+EPOCHS = 12
+
 
 def test_interrupt_then_resume(tmp_path):
     write_csv(tmp_path / "train.csv", review_rows(400, seed=10))
     write_csv(tmp_path / "dev.csv", review_rows(32, seed=11))
+    # Enough epochs that Ctrl-C after the first one lands mid-run (a tiny model's epoch takes
+    # a fraction of a second, and a run's end reaches Tune within a poll of 0.25 s)
     path = write_sweep(
-        tmp_path, sweep_dict(name="resume", search__num_trials=2, search__scheduler={"type": "fifo"})
+        tmp_path,
+        sweep_dict(
+            name="resume", search__num_trials=2, search__scheduler={"type": "fifo"}, train__epochs=EPOCHS
+        ),
     )
     workdir = tmp_path / "work"
     exe = str(Path(sys.executable).with_name("orchestrator"))
@@ -36,7 +43,7 @@ def test_interrupt_then_resume(tmp_path):
             [exe, "run", str(path), "--workdir", str(workdir)], stdout=out, stderr=subprocess.STDOUT
         )
     deadline = time.time() + 300
-    while "epoch 1/2" not in log.read_text():
+    while f"epoch 1/{EPOCHS}" not in log.read_text():
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.time() < deadline, "no epoch reported"
         time.sleep(0.5)
@@ -72,7 +79,7 @@ def test_interrupt_then_resume(tmp_path):
     assert not list(workdir.rglob("resume.pt"))  # both trials ended: their optimizer state is gone
     for child in children:  # every epoch recorded at most once, the last one present
         steps = [int(m.step) for m in client.get_metric_history(child.info.run_id, "epoch")]
-        assert len(steps) == len(set(steps)) and max(steps) == 2
+        assert len(steps) == len(set(steps)) and max(steps) == EPOCHS
     resumed = [
         m.value for c in children for m in client.get_metric_history(c.info.run_id, "resumed_from_epoch")
     ]

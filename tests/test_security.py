@@ -18,7 +18,7 @@ def test_no_planted_secret_in_any_output_artifact_tag_or_file(sweep):
 
 EMBEDDED = """
 import sys, time
-from orchestrator.runner import _init_ray
+from orchestrator.ray_session import init_ray as _init_ray
 _init_ray(False)
 import ray
 print(ray.get_runtime_context().gcs_address, flush=True)

@@ -123,11 +123,19 @@ def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_
     """Real Tune + Train V2 with 2 workers: rank 0's reports and checkpoint paths reach Tune in
     order, a worker failure is retried by Train but running out of memory is not (the trial
     fails at once with one line, also when Tune retries it), and the only actors are Tune's trial actor, the workers and
-    Train's helpers: no controller actor, no queue actor, no dataset manager."""
+    Train's helpers: no controller actor, no queue actor, no dataset manager, and on the embedded
+    one-machine Ray (as ``init_ray`` marks it) no autoscaling coordinator."""
     from ray import tune
 
     (tmp_path / "train").mkdir()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from orchestrator.trial import EMBEDDED_RAY_ENV
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {EMBEDDED_RAY_ENV: "1"}},
+    )
     try:
         results = tune.Tuner(
             tune.with_resources(
@@ -158,4 +166,5 @@ def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_
         assert all(_read(f"{p}/x") == str(e) for p, e in zip(history["checkpoint_path"], [0, 1], strict=True))
     assert (tmp_path / "failed-once").exists()
     assert classes.count("RayTrainWorker") == 3 * 2 + 2  # 3 trials x 2 workers, + the retried group
-    assert not {"TrainController", "_QueueActor", "DatasetManager"} & set(classes), classes
+    helpers = {"TrainController", "_QueueActor", "DatasetManager", "_AutoscalingCoordinatorActor"}
+    assert not helpers & set(classes), classes
