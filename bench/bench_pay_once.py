@@ -5,13 +5,18 @@
 On ``subj`` (600 train / 200 validation rows, MiniLM-L6, batch 32, max_length 64, 2 epochs):
 
 1. a 4-trial sweep through the real CLI (``orchestrator run``: local Ray, Optuna, SQLite MLflow;
-   2 trials at a time, 1 CPU each, FIFO so every trial runs both epochs), ``freeze_layers`` drawn
-   from {0, 2, 4, 6} (seed 28 draws each value once: 0 and 6, then 2 and 4);
-2. the configs that sweep ran, back to back in a plain PyTorch loop with the project's own
+   2 trials at a time, 1 CPU each, FIFO so every trial runs both epochs), ``freeze_layers``
+   enumerated over {0, 2, 4, 6}: a complete enumeration under FIFO runs its costliest configs
+   first (0 and 2, then 4 and 6);
+1b. the same sweep in Optuna's sampled order (seed 28: 4 and 2, then 0 and 6), through ASHA with
+   ``grace_period`` = ``max_t`` = the epochs (it stops nothing; ASHA sweeps are never reordered):
+   what the ordering is worth;
+2. the configs the sweep ran, back to back in a plain PyTorch loop with the project's own
    worker functions (no Ray, no MLflow; a full safetensors checkpoint per epoch), with
    2 threads and with 1 thread (what each trial's worker gets);
-3. the same configs in two 1-thread processes at once, each taking the next config when done:
-   the sweep's layout without the platform (same threads, same sharing of cores and memory).
+3. the same configs in two 1-thread processes at once, each taking the next config when done,
+   in the order the sweep started them: the sweep's layout without the platform (same threads,
+   same sharing of cores and memory).
 
 Reports: sweep wall / plain wall (ratio), start-up p50 and its breakdown, in-trial samples/s
 against the plain loop at the same thread count (ratio), freeze-k epoch-2 time against
@@ -47,7 +52,7 @@ def _subset(root: Path, work: Path, train_rows: int, val_rows: int) -> tuple[Pat
     return work / "train.csv", work / "validation.csv"
 
 
-def _sweep_file(work: Path, train: Path, val: Path) -> Path:
+def _sweep_file(work: Path, train: Path, val: Path, *, as_sampled: bool = False) -> Path:
     spec = {
         "name": "pay-once",
         "model": "builtin:minilm-l6",
@@ -56,31 +61,37 @@ def _sweep_file(work: Path, train: Path, val: Path) -> Path:
             "num_trials": 4,
             "max_concurrent_trials": 2,
             "seed": 28,
-            "scheduler": {"type": "fifo"},
+            "scheduler": (
+                {"type": "asha", "grace_period": EPOCHS, "reduction_factor": 2}  # stops nothing
+                if as_sampled
+                else {"type": "fifo"}
+            ),
             "space": {"freeze_layers": {"type": "choice", "values": [0, 2, 4, 6]}},
         },
         "train": {"learning_rate": LR, "epochs": EPOCHS, "batch_size": BATCH, "pooling": "mean"},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
     }
-    path = work / "sweep.yaml"
+    path = work / ("sweep-as-sampled.yaml" if as_sampled else "sweep.yaml")
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
 def run_sweep(work: Path, sweep: Path) -> dict:
+    """Run it through the CLI; wall, disk and each trial's metrics, in the order the trials started."""
     exe = Path(sys.executable).with_name("orchestrator")
+    workdir = work / f"work-{sweep.stem}"
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(exe), "run", str(sweep), "--workdir", str(work / "work")], capture_output=True, text=True
+        [str(exe), "run", str(sweep), "--workdir", str(workdir)], capture_output=True, text=True
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{work / 'work' / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("pay-once")
-    runs = client.search_runs([exp.experiment_id])
+    runs = sorted(client.search_runs([exp.experiment_id]), key=lambda r: r.info.start_time)
     parent = next(r for r in runs if r.data.tags.get("orchestrator.role") == "sweep")
     trials = []
     for run in (r for r in runs if r.data.tags.get("orchestrator.role") == "trial"):
@@ -212,7 +223,7 @@ def run_plain(work: Path, train: Path, val: Path, freezes: list[int]) -> dict:
     return out
 
 
-def _table(sweep: dict, plain: dict) -> str:
+def _table(sweep: dict, sampled: dict, plain: dict) -> str:
     by_k = {t["freeze_layers"]: t for t in sweep["trials"]}
     plain1 = {r["freeze_layers"]: r for r in plain[1]["runs"]}
     plain2x1 = {r["freeze_layers"]: r for r in plain["2x1"]["runs"]}
@@ -222,6 +233,9 @@ def _table(sweep: dict, plain: dict) -> str:
         f"{plain[1]['wall']:.0f} s (1 thread); ratio sweep / plain(2 threads) = "
         f"{sweep['wall'] / plain[2]['wall']:.2f}x; two 1-thread loops at once (the sweep's layout): "
         f"{plain['2x1']['wall']:.0f} s, ratio {sweep['wall'] / plain['2x1']['wall']:.2f}x",
+        f"the same sweep in Optuna's sampled order {[t['freeze_layers'] for t in sampled['trials']]}: "
+        f"{sampled['wall']:.0f} s, ratio {sampled['wall'] / plain[2]['wall']:.2f}x the 2-thread loop "
+        f"(costliest first: {[t['freeze_layers'] for t in sweep['trials']]})",
         f"start-up p50 {statistics.median(t['startup'] for t in sweep['trials']):.1f} s (plain loop: "
         f"{statistics.median(r['startup'] for r in plain[1]['runs']):.1f} s); of which launch "
         f"{statistics.median(t['launch'] for t in sweep['trials']):.1f} s, data "
@@ -262,12 +276,14 @@ def main() -> None:
         train, val = _subset(args.data_root, work, args.train_rows, args.validation_rows)
         sweep = run_sweep(work, _sweep_file(work, train, val))
         print(json.dumps(sweep), flush=True)
+        sampled = run_sweep(work, _sweep_file(work, train, val, as_sampled=True))
+        print(json.dumps(sampled), flush=True)
         plain = run_plain(work, train, val, [t["freeze_layers"] for t in sweep["trials"]])
         print(json.dumps(plain), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"sweep": sweep, "plain": plain}, indent=2))
-    print(_table(sweep, plain))
+        args.out.write_text(json.dumps({"sweep": sweep, "as_sampled": sampled, "plain": plain}, indent=2))
+    print(_table(sweep, sampled, plain))
 
 
 if __name__ == "__main__":

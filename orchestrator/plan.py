@@ -32,6 +32,7 @@ __all__ = [
     "derived_seeds",
     "finite_size",
     "plan_trials",
+    "relative_cost",
     "trial_key",
 ]
 
@@ -102,6 +103,23 @@ def finite_size(space: dict[str, list[Any]], fixed: dict[str, Any], order: list[
         return total
 
     return count(0, dict(fixed)) if space else 1
+
+
+def relative_cost(config: dict[str, Any], num_layers: int) -> float:
+    """What a config's trial costs, in blocks run forward and backward per epoch times epochs.
+
+    For ordering only: a complete enumeration under FIFO hands out its costliest configs first,
+    so the concurrent slots end together (a long trial started last runs alone at the end). The
+    frozen prefix is computed once per sweep (prefix cache) unless the strategy changes what the
+    blocks see, so ``freeze_layers`` = k leaves L - k blocks (plus the head) per epoch.
+    """
+    from trainables.strategies import get_strategy
+
+    strategy = get_strategy(str(config.get("strategy", "full")))
+    frozen = config.get("freeze_layers", 0)
+    cached = frozen if isinstance(frozen, int) and strategy.reads_frozen_prefix else 0
+    epochs = config.get("epochs", 1)
+    return float(epochs if isinstance(epochs, int) else 1) * (num_layers - min(cached, num_layers) + 1)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from orchestrator.browse import mark_experiment, view_state
 from orchestrator.cluster import auto_concurrency, check_shared_storage, local_resources
 from orchestrator.console import styled
 from orchestrator.locations import check_writable
+from orchestrator.plan import relative_cost
 from orchestrator.progress import ProgressCallback, SweepProgress, showing
 from orchestrator.ray_session import RaySession
 from orchestrator.resolve import ResolvedSweep
@@ -253,6 +254,16 @@ def _scheduler(r: ResolvedSweep) -> Any:
     )
 
 
+def _cost_order(r: ResolvedSweep) -> Callable[[dict[str, Any]], float] | None:
+    """Costliest config first where the order changes no result: every config of a finite space
+    runs, and FIFO trains each to the end (ASHA's decisions depend on what finished before)."""
+    fifo = r.spec.search.scheduler.type != "asha" or r.plan.fifo
+    if not (r.plan.enumerated and fifo):
+        return None
+    fixed, layers = dict(r.fixed), r.num_layers
+    return lambda config: relative_cost({**fixed, **config}, layers)
+
+
 def _new_tuner(
     r: ResolvedSweep, trainable: Any, callbacks: list, concurrency: int, resume: dict[str, Any] | None
 ) -> Any:
@@ -271,6 +282,7 @@ def _new_tuner(
         mode=str(search.mode),
         seed=search.seed,
         state_uri=f"{r.experiment_path}/{STATE_FILE}",
+        cost=_cost_order(r),
     )
     if resume is not None:
         searcher.set_search_properties(search.metric, str(search.mode), dict(r.fixed))

@@ -8,7 +8,9 @@ with Optuna's ``BruteForceSampler``) or nothing at all (a fixed-config sweep):
   failed (it is never run) and asked again, at most :data:`MAX_RESAMPLES` times;
 * Optuna is told a config's result once all its seeds are done: the mean of their values
   (a config whose seeds all failed is told as failed);
-* when the plan's configs are sampled (or the space is exhausted) it answers ``FINISHED``.
+* when the plan's configs are sampled (or the space is exhausted) it answers ``FINISHED``;
+* given a ``cost`` (a complete enumeration under FIFO, where the order changes no result), it
+  draws every config at the first request and hands out the costliest first.
 
 Its state is JSON, never a pickle, written to the sweep's storage after every change
 (:data:`STATE_FILE`): the configs handed out, their seeds, what they reported, Optuna's view of
@@ -27,6 +29,7 @@ import logging
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,9 +67,17 @@ class _Config:
 
 class PlannedSearch(Searcher):
     def __init__(
-        self, inner: Searcher | None, plan: TrialPlan, *, metric: str, mode: str, state_uri: str | None = None
+        self,
+        inner: Searcher | None,
+        plan: TrialPlan,
+        *,
+        metric: str,
+        mode: str,
+        state_uri: str | None = None,
+        cost: Callable[[dict[str, Any]], float] | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
+        self.cost = cost
         self.inner, self.seeds, self.configs = inner, list(plan.seeds), plan.configs
         self.state_uri = state_uri  # where the state is written after every change (None: nowhere)
         self._asked = 0  # configs asked of Optuna, duplicates included
@@ -99,7 +110,21 @@ class PlannedSearch(Searcher):
             self.inner.on_trial_complete(inner_id, error=True)  # a duplicate: never trained
         return None
 
+    def _draw_all(self) -> None:
+        """Every config of the plan at once, queued costliest first (ties in Optuna's order)."""
+        keys = []
+        while len(self._sampled) < self.configs:
+            key = self._next_config()
+            if key is None:
+                self.exhausted = True
+                break
+            keys.append(key)
+        keys.sort(key=lambda k: -self.cost(self._sampled[k].config))
+        self._queue = [(key, seed) for key in keys for seed in self.seeds]
+
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self._queue and self.cost is not None and not self._sampled:
+            self._draw_all()
         if self._resume:  # unfinished trials of the sweep before it was interrupted
             resumed, key, seed = self._resume.pop(0)
             self._ids[trial_id] = resumed
@@ -254,9 +279,19 @@ def write_json_atomically(uri: str, value: Any) -> None:
 
 
 def planned_search(
-    plan: TrialPlan, space_fn: Any, *, metric: str, mode: str, seed: int, state_uri: str | None = None
+    plan: TrialPlan,
+    space_fn: Any,
+    *,
+    metric: str,
+    mode: str,
+    seed: int,
+    state_uri: str | None = None,
+    cost: Callable[[dict[str, Any]], float] | None = None,
 ) -> PlannedSearch:
-    """The sweep's searcher: none for a fixed config, an enumeration for a small finite space, else TPE."""
+    """The sweep's searcher: none for a fixed config, an enumeration for a small finite space, else TPE.
+
+    ``cost`` orders an enumeration (costliest config first); TPE's order is its own.
+    """
     from ray.tune.search.optuna import OptunaSearch
 
     if plan.fixed_config:
@@ -266,6 +301,6 @@ def planned_search(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = Enumeration(seed=seed)
         inner = OptunaSearch(space=space_fn, metric=metric, mode=mode, sampler=sampler)
-    else:
-        inner = OptunaSearch(space=space_fn, metric=metric, mode=mode, seed=seed)  # TPE, seeded
+        return PlannedSearch(inner, plan, metric=metric, mode=mode, state_uri=state_uri, cost=cost)
+    inner = OptunaSearch(space=space_fn, metric=metric, mode=mode, seed=seed)  # TPE, seeded
     return PlannedSearch(inner, plan, metric=metric, mode=mode, state_uri=state_uri)

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from orchestrator.plan import RESUME_KEY, TrialPlan, config_id, derived_seeds, finite_size, plan_trials
+from orchestrator.plan import (
+    RESUME_KEY,
+    TrialPlan,
+    config_id,
+    derived_seeds,
+    finite_size,
+    plan_trials,
+    relative_cost,
+)
 from orchestrator.resolve import resolve_sweep
 from orchestrator.searcher import MAX_RESAMPLES, STATE_FILE, PlannedSearch, planned_search
 from orchestrator.space import sample_order
@@ -79,9 +87,15 @@ def test_plans():
     assert large.scheduler_line("asha") == "scheduler asha"
 
 
-def _searcher(space, plan, state_uri=None) -> PlannedSearch:
+def _searcher(space, plan, state_uri=None, cost=None) -> PlannedSearch:
     s = planned_search(
-        plan, DefineByRun(space, {}, {}), metric="eval_accuracy", mode="max", seed=0, state_uri=state_uri
+        plan,
+        DefineByRun(space, {}, {}),
+        metric="eval_accuracy",
+        mode="max",
+        seed=0,
+        state_uri=state_uri,
+        cost=cost,
     )
     s.set_search_properties("eval_accuracy", "max", {})
     return s
@@ -107,6 +121,29 @@ def test_enumeration_trains_each_config_once_per_seed_then_finishes():
     assert len(pairs) == 6  # no (config, seed) twice
     assert {c["seed"] for c in configs} == set(plan.seeds)
     assert {(c["strategy"], c.get("lora_r")) for c in configs} == {("full", None), ("lora", 4), ("lora", 8)}
+
+
+def test_relative_cost_counts_the_blocks_trained_per_epoch_times_epochs():
+    assert relative_cost({"freeze_layers": 0}, 6) == 7  # 6 blocks and the head
+    assert relative_cost({"freeze_layers": 6}, 6) == 1  # head only: the prefix is cached
+    assert relative_cost({"freeze_layers": 2, "epochs": 3}, 6) == 15
+    assert relative_cost({"freeze_layers": 4, "strategy": "lora"}, 6) == 3
+    # prompt tuning changes what every block sees: nothing is cached, all blocks run
+    assert relative_cost({"freeze_layers": 4, "strategy": "prompt"}, 6) == 7
+    assert relative_cost({"freeze_layers": "auto"}, 6) == 7  # unknown: counted as costly
+
+
+def test_a_complete_enumeration_with_a_cost_hands_out_the_costliest_configs_first():
+    space = {"freeze_layers": [Choice(type="choice", values=[4, 0, 6, 2])]}
+    plan = _plan(space, 8, repeats=2)
+    assert plan.enumerated
+    cost = lambda config: relative_cost(config, 6)  # noqa: E731
+    ordered = _drain(_searcher(space, plan, cost=cost))
+    assert [c["freeze_layers"] for c in ordered] == [0, 0, 2, 2, 4, 4, 6, 6]  # seeds of a config in a row
+    assert {c["seed"] for c in ordered[:2]} == set(plan.seeds)
+    as_sampled = [c["freeze_layers"] for c in _drain(_searcher(space, plan))]
+    assert sorted(as_sampled) == [0, 0, 2, 2, 4, 4, 6, 6]
+    assert as_sampled != [0, 0, 2, 2, 4, 4, 6, 6]  # Optuna's own order (seeded) is another one
 
 
 def test_optuna_is_told_each_configs_mean_over_its_seeds():
@@ -253,3 +290,24 @@ def test_trials_waiting_to_be_resumed_stay_in_the_saved_state(tmp_path):
     assert sorted(c[RESUME_KEY] for c in configs) == ["t0", "t1", "t2"]
     assert {config_id(c) for c in configs} == {config_id(c) for c in handed}
     assert again.suggest("m3") == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "num_trials", "ordered"),
+    [("fifo", 3, True), ("asha", 3, False), ("fifo", 2, False)],  # ASHA / not every config: as sampled
+)
+def test_a_sweep_orders_by_cost_only_where_the_order_changes_no_result(
+    data_dir, scheduler, num_trials, ordered
+):
+    from orchestrator.runner import _cost_order
+
+    space = {"freeze_layers": {"type": "choice", "values": [0, 1, 2]}}  # the tiny model has 2 blocks
+    spec = sweep_dict(
+        search__num_trials=num_trials, search__space=space, search__scheduler={"type": scheduler}
+    )
+    path = write_sweep(data_dir, spec)
+    r = resolve_sweep(load_spec(path), path, data_dir / "work")
+    cost = _cost_order(r)
+    assert (cost is not None) == ordered
+    if cost is not None:
+        assert cost({"freeze_layers": 0}) > cost({"freeze_layers": 1}) > cost({"freeze_layers": 2})
