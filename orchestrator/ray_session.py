@@ -89,6 +89,9 @@ class _SigtermSetHere(logging.Filter):
         return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
+_SIGTERM_SET_HERE = _SigtermSetHere()  # one instance: addFilter skips a filter already there
+
+
 class RaySession:
     """``start()`` Ray in a background thread, ``ready()`` where it is needed, ``release()`` when
     the trials are over (shutdown in the background), ``close()`` at the end (waits for it).
@@ -109,7 +112,7 @@ class RaySession:
     def start(self) -> RaySession:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
-            logging.getLogger("ray._private.worker").addFilter(_SigtermSetHere())
+            logging.getLogger("ray._private.worker").addFilter(_SIGTERM_SET_HERE)
         self._thread.start()
         return self
 
