@@ -35,6 +35,7 @@ from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.searcher import STATE_FILE
 from orchestrator.selection import Candidate, best_per_trial, candidates, config_stats
 from orchestrator.spec import SpecError
+from orchestrator.store import prepare_store
 from orchestrator.sweep_cache import drop_prefix_features, prepare_sweep_cache
 from orchestrator.tracking import (
     TAGS,
@@ -356,15 +357,16 @@ def run_sweep(r: ResolvedSweep, console: Console, *, verbose: bool = False) -> S
     session = RaySession(verbose).start()  # while templates are encoded and the MLflow store made
     try:
         setup = prepare_sweep_cache(r, setup, console)  # templates encoded, cache sized
-        recorder = SweepRecorder(
-            r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
-        )
+        prepare_store(r.tracking_uri)  # the schema; no experiment before the storage check below
         session.ready()
         import ray
         from ray import tune
 
         check_shared_storage(r.storage, {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")})
         concurrency = _concurrency(r)
+        recorder = SweepRecorder(
+            r.tracking_uri, spec.name, artifact_root=artifact_root_for(r.tracking_uri, r.workdir)
+        )
         parent_id = _open_parent(r, recorder, snapshot, concurrency, resuming)
         if state is not None:  # trials that ended just before a kill -9 closed their runs
             recorder.settle_ended({*state["trials"], *state.get("failed", {})}, r.spec.train.epochs)
