@@ -185,7 +185,8 @@ def _print_board(
     for i, c in enumerate(board[:top] if top else board, 1):
         params = [c.params.get(k, "") for k in searched]
         params = [
-            f"{float(p):.3g}" if k == "learning_rate" else p for k, p in zip(searched, params, strict=True)
+            f"{float(p):.3g}" if k == "learning_rate" and p != "" else p
+            for k, p in zip(searched, params, strict=True)
         ]
         cells = (
             [c.config_id[:8], c.params.get("seed", ""), _config_cell(stats[c.config_id])] if repeats else []

@@ -244,6 +244,7 @@ class TrialRecorderCallback(tune.Callback):
             best = self.client.get_metric_history(run_id, f"best_{self.metric}")
             if best:
                 self._best[trial_id] = max(best, key=lambda m: m.step).value
+            self._log_knobs(run_id, trial, logged=found[0].data.params)
         else:
             run_id = self.client.create_run(
                 self.experiment_id,
@@ -257,10 +258,17 @@ class TrialRecorderCallback(tune.Callback):
                     TAGS.CONFIG_ID: config_id(trial.config),
                 },
             ).info.run_id
-            self.client.log_batch(run_id, params=_params(_knobs(trial.config)))
+            self._log_knobs(run_id, trial, logged={})
             self._logged_epochs[trial_id] = set()
         self._runs[trial_id] = run_id
         return run_id
+
+    def _log_knobs(self, run_id: str, trial: Any, *, logged: dict[str, str]) -> None:
+        """The trial's knobs as params, those not ``logged`` yet: a driver killed between creating
+        a child run and logging them leaves the run without params, and its resume re-attaches."""
+        missing = [p for p in _params(_knobs(trial.config)) if p.key not in logged]
+        if missing:
+            self.client.log_batch(run_id, params=missing)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._child(trial)

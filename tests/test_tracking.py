@@ -134,6 +134,27 @@ def test_resume_reattaches_without_duplicates(tmp_path):
     assert len(parents) == 1
 
 
+def test_a_child_run_killed_before_its_params_gets_them_when_its_trial_resumes(tmp_path):
+    """kill -9 between creating a trial's run and logging its params (the driver starting the
+    next trial as the previous one finished): the resumed trial re-attaches and logs them."""
+    uri, rec, parent, cb = _open(tmp_path)
+    client = MlflowClient(uri)
+    bare = client.create_run(  # what the killed driver left: the run and its tags, no params
+        rec.experiment_id,
+        run_name="b_2",
+        tags={TAGS.PARENT: parent, TAGS.ROLE: "trial", TAGS.SWEEP: "exp", TAGS.TRIAL_ID: "b_2"},
+    ).info.run_id
+    cb.on_trial_start(0, [], TrialStandIn("b_2"))
+    assert client.get_run(bare).data.params == {
+        "epochs": "3",
+        "freeze_layers": "1",
+        "learning_rate": "0.0001",
+    }
+    cb2 = copy.deepcopy(cb)
+    cb2.on_trial_start(0, [], TrialStandIn("b_2"))  # re-attached again: nothing logged twice or changed
+    assert client.get_run(bare).data.params["learning_rate"] == "0.0001"
+
+
 def test_trials_that_ended_just_before_a_kill_are_closed_on_resume(tmp_path):
     """kill -9 between the searcher saving a trial as ended and the callback closing its run."""
     uri, rec, _, cb = _open(tmp_path)
