@@ -2,7 +2,7 @@
 
 ``init_ray`` connects to ``RAY_ADDRESS`` (inside a Ray Job) or starts the embedded local Ray on
 127.0.0.1 with token authentication. Starting it takes 3-5 s, most of it waiting for Ray's own
-processes (GCS, raylet, dashboard), and shutting it down 1-2 s of waiting for them to exit.
+processes (GCS, raylet), and shutting it down 1-2 s of waiting for them to exit.
 ``RaySession`` overlaps both with driver work that does not need Ray: the MLflow store's
 creation at the start, the charts and report at the end (``orchestrator run`` is 3-4 s shorter).
 Errors of the start are raised where the driver first needs Ray, and an embedded Ray is always
@@ -22,7 +22,9 @@ from typing import Any
 from orchestrator.cluster import LOCAL_DRIVER_SLOTS, private_token
 from orchestrator.trial import DRIVER_RESOURCE, EMBEDDED_RAY_ENV
 
-__all__ = ["RaySession", "init_ray"]
+__all__ = ["DASHBOARD_ENV", "RaySession", "init_ray"]
+
+DASHBOARD_ENV = "ORCHESTRATOR_RAY_DASHBOARD"  # "1": the embedded Ray starts its dashboard
 
 
 def _free_port() -> int:
@@ -55,20 +57,18 @@ def init_ray(verbose: bool) -> bool:
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
         os.environ.pop("RAY_AUTH_MODE", None)
     private_token()
-    # Train V2's placement-group cleaner finds the cluster through the State API; with another
-    # Ray instance on this machine its auto-detection fails and killed trials leak their
-    # placement groups (the next trial then waits forever). Naming the API server fixes it.
-    port = _free_port()
-    env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # One machine is never preempted: no watcher process per trial (Train V2 starts one).
     env["env_vars"]["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     # Nor autoscaled: trials make no requests to Ray's autoscaling coordinator (trial.py).
     env["env_vars"][EMBEDDED_RAY_ENV] = "1"
+    # No dashboard unless asked for: its 10 processes hold about 1 GB and a few % of a core
+    # (the placement-group cleaners ask the GCS, not the State API: warm_workers.gcs_cleaner).
+    dashboard = os.environ.get(DASHBOARD_ENV) == "1"
     ray.init(
         address="local",  # the embedded default: never attach to some other `ray start` cluster
-        include_dashboard=True,  # the placement-group cleaner relies on the state API
+        include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
-        dashboard_port=port,
+        dashboard_port=_free_port() if dashboard else None,
         _node_ip_address="127.0.0.1",
         resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
         runtime_env=env,

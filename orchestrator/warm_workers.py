@@ -17,13 +17,15 @@ ranks could stop at different batches), workers that did not stop within ``RELEA
 whose actors died; a parked group that does not match the next run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
 of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
 still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
-their owner). Sweeps turn it on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``);
+their owner). The cleaner asks the GCS whether the actor lives (``gcs_cleaner``), not Ray's State
+API, which goes through the dashboard: the embedded Ray runs without one. Sweeps turn it on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``);
 ``ORCHESTRATOR_REUSE_WORKERS=0`` turns both off (every trial a new actor and new workers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass, fields
@@ -37,6 +39,7 @@ __all__ = [
     "reusable_worker_group",
     "reuse_enabled",
     "standing_cleaner",
+    "start_cleaner",
 ]
 
 REUSE_ENV = "ORCHESTRATOR_REUSE_WORKERS"
@@ -301,7 +304,8 @@ def reusable_worker_group() -> type:
 
 @cache
 def standing_cleaner() -> type:
-    """``StandingCleaner``: Ray's placement-group cleaner callback, one per trial actor.
+    """``StandingCleaner``: Ray's placement-group cleaner callback, one cleaner per trial actor
+    (a ``gcs_cleaner``, started by ``start_cleaner``).
 
     While runs are parked, it watches the trial actor (where the Train controller runs) and
     removes the latest placement group registered with it when that actor dies, parked or
@@ -313,16 +317,18 @@ def standing_cleaner() -> type:
 
     class StandingCleaner(PlacementGroupCleanerCallback):
         def after_controller_start(self, train_run_context: Any) -> None:
+            self._controller_actor_id = ray.get_runtime_context().get_actor_id()
             cleaner = _state["cleaner"]
             if cleaner is not None:
                 try:
                     ray.get(cleaner.start_monitoring.remote(), timeout=_ALIVE_TIMEOUT_S)
                     self._cleaner = cleaner
-                    self._controller_actor_id = ray.get_runtime_context().get_actor_id()
                     return
                 except Exception:  # gone: start another
                     _state["cleaner"] = None
-            super().after_controller_start(train_run_context)
+            self._cleaner = start_cleaner(
+                self._controller_actor_id, self._check_interval_s, self._stop_timeout
+            )
             _state["cleaner"] = self._cleaner
 
         async def before_controller_shutdown(self) -> None:
@@ -339,3 +345,67 @@ def standing_cleaner() -> type:
             self._stop_cleaner()  # as Ray does, when nothing is parked here
 
     return StandingCleaner
+
+
+def start_cleaner(actor_id: str, check_interval_s: float, stop_timeout: float | None) -> Any:
+    """A detached ``gcs_cleaner`` actor on the head node, watching ``actor_id`` (as Ray starts
+    its own cleaner); None when it cannot be started (Ray logs the same and goes on)."""
+    import ray
+    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
+
+    try:
+        cleaner = (
+            ray.remote(num_cpus=0)(gcs_cleaner())
+            .options(
+                lifetime="detached",
+                resources={HEAD_NODE_RESOURCE_NAME: 0.001},
+                scheduling_strategy="DEFAULT",  # not in the trial actor's placement group
+            )
+            .remote(actor_id, check_interval_s, _ALIVE_TIMEOUT_S, stop_timeout)
+        )
+        cleaner.start_monitoring.remote()
+        return cleaner
+    except Exception as exc:
+        logging.getLogger(__name__).warning("no placement-group cleaner for this trial actor: %s", exc)
+        return None
+
+
+def actor_alive(actor_id: str) -> bool:
+    """Whether the GCS knows the actor and it is not dead (a direct GCS query: no dashboard)."""
+    import ray
+
+    info = ray._private.state.actors(actor_id=actor_id)
+    return bool(info) and info.get("State") != "DEAD"
+
+
+@cache
+def gcs_cleaner() -> type:
+    """Ray Train's ``PlacementGroupCleaner`` with its liveness check asked of the GCS.
+
+    Ray's asks the State API, which needs the dashboard (without one it warns every second and
+    never cleans). The rest is Ray's: the latest registered group is removed, unless already
+    removed, when the watched actor dies; then the cleaner exits.
+    """
+    import queue
+
+    from ray.train.v2._internal.execution.controller.placement_group_cleaner import PlacementGroupCleaner
+
+    class GcsPlacementGroupCleaner(PlacementGroupCleaner):
+        def _monitor_loop(self) -> None:
+            group = None
+            while not self._stop_event.is_set():
+                with contextlib.suppress(queue.Empty):
+                    group = self._pg_queue.get(timeout=self._check_interval_s)
+                try:
+                    alive = actor_alive(self._controller_actor_id)
+                except Exception:  # GCS briefly unreachable: ask again
+                    continue
+                if not alive:
+                    while not self._pg_queue.empty():
+                        group = self._pg_queue.get_nowait()
+                    self._cleanup_placement_group(group)
+                    break
+            self._exit()
+            self._monitor_thread = None
+
+    return GcsPlacementGroupCleaner

@@ -11,6 +11,7 @@ import ray
 import ray.train
 
 from orchestrator.trial import THREAD_TIMEOUT_S, direct_tune_report, lean_trainer_class
+from orchestrator.warm_workers import actor_alive, start_cleaner
 from trainables.stopping import raise_if_stopped
 
 EPOCHS = 4
@@ -77,7 +78,7 @@ def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp
     from ray.tune.schedulers import ASHAScheduler
 
     qualities = [0.9, 0.1, 0.8, 0.2, 0.85, 0.15]
-    ray.init(num_cpus=2, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # as the embedded Ray runs
     try:
         results = tune.Tuner(
             tune.with_resources(
@@ -116,3 +117,63 @@ def test_asha_stops_and_finished_trials_hand_their_workers_to_the_next_trial(tmp
         assert all(finished == same for finished, same in handed), handed
         assert (True, True) in handed and (False, False) in handed, handed  # both cases happened
     assert not left, left
+
+
+@ray.remote(num_cpus=0)
+class _GroupOwner:
+    """Holds a placement group, as a trial actor does; with ``watched``, under a cleaner."""
+
+    def start(self, watched: bool) -> str:
+        from ray.util.placement_group import placement_group
+
+        group = placement_group([{"CPU": 0.5}])
+        ray.get(group.ready())
+        if watched:
+            cleaner = start_cleaner(ray.get_runtime_context().get_actor_id(), 0.2, None)
+            ray.get(cleaner.register_placement_group.remote(group))
+        return group.id.hex()
+
+    def actor_id(self) -> str:
+        return ray.get_runtime_context().get_actor_id()
+
+
+def test_cleaner_removes_the_group_of_a_dead_actor_on_a_ray_without_dashboard():
+    """Without a dashboard there is no State API: the cleaner asks the GCS. The owners run in a
+    placement group that captures their children, as Tune's trial actors do (the cleaner is
+    not). While the owner lives its group stays; once the owner is killed the group is removed.
+    The same kill of an owner with no cleaner leaves its group (Ray does not remove it)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        tune_groups = [placement_group([{"CPU": 0.01}]) for _ in range(2)]  # as Tune places trial actors
+        watched, unwatched = (
+            _GroupOwner.options(
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    g, placement_group_capture_child_tasks=True
+                )
+            ).remote()
+            for g in tune_groups
+        )
+        groups = {
+            "watched": ray.get(watched.start.remote(True)),
+            "unwatched": ray.get(unwatched.start.remote(False)),
+        }
+        watched_id = ray.get(watched.actor_id.remote())
+        assert actor_alive(watched_id)
+        time.sleep(1.0)  # five checks of a live owner
+        for g in tune_groups:
+            remove_placement_group(g)
+        assert set(_placement_groups_left()) == set(groups.values())
+        ray.kill(watched, no_restart=True)
+        ray.kill(unwatched, no_restart=True)
+        deadline = time.monotonic() + 20
+        while groups["watched"] in _placement_groups_left() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _placement_groups_left()
+        dead = actor_alive(watched_id)
+    finally:
+        ray.shutdown()
+    assert not dead
+    assert left == [groups["unwatched"]]
