@@ -10,11 +10,11 @@ resources starts on them: same processes, imports done, a fresh train context, p
 and synchronization actor per run as Ray Train makes them.
 
 A run "finishes cleanly" when its training threads ended without error: at its end, when
-Tune stopped it at its last report (ASHA at ``max_t``), or, for a single worker, when ASHA
-stopped it mid-run and the training loop ended at its next batch (``trainables.stopping``).
-What is never reused: workers of a run that failed, a DDP group stopped mid-run (aborted: its
-ranks could stop at different batches), workers that did not stop within ``RELEASE_BUDGET_S`` or
-whose actors died; a parked group that does not match the next run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
+Tune stopped it at its last report (ASHA at ``max_t``), or when ASHA stopped it mid-run and the
+training loop ended at its next batch (``trainables.stopping``; the ranks of a DDP group agree
+on that batch). What is never reused: workers of a run that failed, workers that did not stop
+within ``RELEASE_BUDGET_S`` or whose actors died; a parked group that does not match the next
+run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
 of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
 still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
 their owner). The cleaner asks the GCS whether the actor lives (``gcs_cleaner``), not Ray's State
@@ -122,10 +122,9 @@ def release_stopped_run(controller: Any, *, finishing: bool) -> None:
     thread has ended, else abort them (killed with their placement group, as Train's own abort).
 
     ``finishing``: that was the run's last report, so the thread ends right after it. In the
-    middle of a run, a single worker is asked to stop at its next batch
-    (``trainables.stopping``); a DDP group is aborted, since its ranks could stop at
-    different batches and leave a collective waiting. All of it within ``RELEASE_BUDGET_S``,
-    well inside the time Tune waits before handing the actor to its next trial.
+    middle of a run, the workers are asked to stop at their next batch (``trainables.stopping``;
+    the ranks of a DDP group stop at the same one). All of it within ``RELEASE_BUDGET_S``, well
+    inside the time Tune waits before handing the actor to its next trial.
     """
     import ray
 
@@ -137,7 +136,7 @@ def release_stopped_run(controller: Any, *, finishing: bool) -> None:
     deadline = time.monotonic() + RELEASE_BUDGET_S
     parked = False
     with contextlib.suppress(Exception):  # a worker died, or did not answer: abort below
-        if _state["park"] and (finishing or len(group.get_workers()) == 1):
+        if _state["park"]:
             if not finishing:
                 ray.get(group.execute_async(request_stop), timeout=_ALIVE_TIMEOUT_S)
             if _wait_finished(group, deadline):

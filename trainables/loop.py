@@ -152,7 +152,7 @@ def train_epoch(
     model.train()
     seen, loss_sum = 0, 0.0
     for batch in loader:
-        raise_if_stopped()
+        raise_if_stopped(ranks_in_step=True, device=device)  # ranks get equal numbers of batches
         rows = len(batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         parts = micro_batches(batch, micro_batch_size)
@@ -326,7 +326,7 @@ def _report_epoch(
 ) -> None:
     """Rank 0 alone writes the checkpoint; every rank reports (report() is a barrier).
 
-    ``state`` holds where the metrics were computed (``evaluated_on``) and the live optimizer,
+    ``state`` holds the device and where the metrics were computed (``evaluated_on``) and the live optimizer,
     scheduler and data-order generator; their state goes into
     the checkpoint (with the torch RNG) when the task keeps resume state and the trial has epochs
     left (after its last epoch nothing resumes). The driver deletes older epochs' resume state.
@@ -334,7 +334,8 @@ def _report_epoch(
     import ray.train
 
     epoch = metrics[M.EPOCH]
-    raise_if_stopped()  # stopped while evaluating: write no checkpoint nobody will read
+    # stopped while evaluating: write no checkpoint nobody will read
+    raise_if_stopped(ranks_in_step=True, device=state["device"])
     ckpt = None
     if rank == 0:
         ckpt_dir = tempfile.mkdtemp(prefix="ckpt-")
@@ -504,6 +505,7 @@ def _train(cfg: TrainConfig, device: torch.device, marks: dict[str, float]) -> N
             "scheduler": scheduler,
             "generator": generator,
             "evaluated_on": {**describe_device(device, precision), "ranks": world},
+            "device": device,
         }
         _report_epoch(
             cfg,
