@@ -168,3 +168,25 @@ def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_
     assert classes.count("RayTrainWorker") == 3 * 2 + 2  # 3 trials x 2 workers, + the retried group
     helpers = {"TrainController", "_QueueActor", "DatasetManager", "_AutoscalingCoordinatorActor"}
     assert not helpers & set(classes), classes
+
+
+def test_a_trial_worker_raises_its_gil_switch_interval(monkeypatch):
+    """Ray's worker main thread takes the GIL every 10 ms; the training loop runs with a longer
+    switch interval so that it is not made to hand the GIL over mid-forward (BENCHMARKS.md)."""
+    import sys
+    from types import SimpleNamespace
+
+    from trainables import loop
+
+    seen = []
+    monkeypatch.setattr(
+        loop, "resolve_trial_config", lambda config: SimpleNamespace(batch_size=8, micro_batch_size=None)
+    )
+    monkeypatch.setattr(loop, "_train", lambda cfg, device, marks: seen.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    try:
+        loop.train_loop_per_worker({})
+    finally:
+        sys.setswitchinterval(before)
+    assert before < loop.GIL_SWITCH_INTERVAL_S
+    assert len(seen) == 1 and abs(seen[0] - loop.GIL_SWITCH_INTERVAL_S) < 1e-9
