@@ -17,9 +17,10 @@ within ``RELEASE_BUDGET_S`` or whose actors died; a parked group that does not m
 run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
 of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
 still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
-their owner). The cleaner asks the GCS whether the actor lives (``gcs_cleaner``), not Ray's State
-API, which goes through the dashboard: the embedded Ray runs without one. Sweeps turn it on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``);
-``ORCHESTRATOR_REUSE_WORKERS=0`` turns both off (every trial a new actor and new workers).
+their owner). The cleaner asks the GCS whether the actor lives (``gcs_cleaner``), not Ray's
+State API, which goes through the dashboard: the embedded Ray runs without one. Sweeps turn it
+on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``); ``ORCHESTRATOR_REUSE_WORKERS=0``
+turns both off (every trial a new actor and new workers).
 """
 
 from __future__ import annotations
@@ -397,7 +398,12 @@ def gcs_cleaner() -> type:
                     group = self._pg_queue.get(timeout=self._check_interval_s)
                 try:
                     alive = actor_alive(self._controller_actor_id)
-                except Exception:  # GCS briefly unreachable: ask again
+                except Exception as exc:  # GCS briefly unreachable: ask again (said once)
+                    if not getattr(self, "_said", False):
+                        self._said = True
+                        logging.getLogger(__name__).warning(
+                            "cannot ask the GCS about the trial actor: %s", exc
+                        )
                     continue
                 if not alive:
                     while not self._pg_queue.empty():
