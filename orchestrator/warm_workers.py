@@ -391,6 +391,8 @@ def gcs_cleaner() -> type:
     from ray.train.v2._internal.execution.controller.placement_group_cleaner import PlacementGroupCleaner
 
     class GcsPlacementGroupCleaner(PlacementGroupCleaner):
+        _said = False  # that the GCS could not be asked (logged once)
+
         def _monitor_loop(self) -> None:
             group = None
             while not self._stop_event.is_set():
@@ -399,7 +401,7 @@ def gcs_cleaner() -> type:
                 try:
                     alive = actor_alive(self._controller_actor_id)
                 except Exception as exc:  # GCS briefly unreachable: ask again (said once)
-                    if not getattr(self, "_said", False):
+                    if not self._said:
                         self._said = True
                         logging.getLogger(__name__).warning(
                             "cannot ask the GCS about the trial actor: %s", exc
