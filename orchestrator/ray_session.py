@@ -62,7 +62,7 @@ def init_ray(verbose: bool) -> bool:
     # Nor autoscaled: trials make no requests to Ray's autoscaling coordinator (trial.py).
     env["env_vars"][EMBEDDED_RAY_ENV] = "1"
     # No dashboard unless asked for: its 10 processes hold about 1 GB and a few % of a core
-    # (the placement-group cleaners ask the GCS, not the State API: warm_workers.gcs_cleaner).
+    # (the driver asks the GCS about placement groups, not the State API: orchestrator.reaper).
     dashboard = os.environ.get(DASHBOARD_ENV) == "1"
     ray.init(
         address="local",  # the embedded default: never attach to some other `ray start` cluster

@@ -30,6 +30,7 @@ from orchestrator.locations import check_writable
 from orchestrator.plan import relative_cost
 from orchestrator.progress import ProgressCallback, SweepProgress, showing
 from orchestrator.ray_session import RaySession
+from orchestrator.reaper import reaping
 from orchestrator.resolve import ResolvedSweep
 from orchestrator.retention import ResumeStateRetention, disk_usage_line
 from orchestrator.searcher import STATE_FILE
@@ -493,7 +494,8 @@ def _fit(
     try:
         with showing(_progress(r, recorder, console)):
             try:
-                tuner.fit()
+                with reaping():  # the placement groups of trial actors that die
+                    tuner.fit()
             finally:
                 trials_over()
         # Ctrl-C makes Tune return early; what MLflow recorded tells finished from interrupted

@@ -14,6 +14,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 __all__ = [
@@ -92,9 +93,11 @@ def lean_trainer_class() -> type:
     took 3.5 s to start on a 2-core machine) before the worker group exists. Here:
 
     - the controller (an asyncio loop that only calls the workers) runs in the Tune trial
-      actor, which already imported all it needs and is an actor itself, so the placement-group
-      cleaner watches it as it would watch the controller (killing the trial still removes the
-      workers and their placement group);
+      actor, which already imported all it needs (killing the trial still ends the workers,
+      which Ray fate-shares with it);
+    - no placement-group cleaner actor per run (a process per concurrent trial, waking a
+      hundred times a second): the sweep's driver removes the groups of dead trial actors
+      (``orchestrator.reaper``), so a trainer of this class needs a driver that reaps;
     - reports go straight to Tune from that loop (``DirectTuneReport``), with no queue actor;
     - the Ray Data callback is dropped when a run is given no Ray Dataset (ours never is).
 
@@ -114,17 +117,11 @@ def lean_trainer_class() -> type:
 
     class LeanTorchTrainer(TorchTrainer):
         def _create_default_callbacks(self) -> list:
-            from orchestrator.warm_workers import standing_cleaner
-
-            callbacks = super()._create_default_callbacks()
-            # one placement-group cleaner per trial actor: it also covers parked workers
-            callbacks = [
-                standing_cleaner()() if type(c).__name__ == "PlacementGroupCleanerCallback" else c
-                for c in callbacks
-            ]
-            if getattr(self, "datasets", None):
-                return callbacks
-            return [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
+            # no cleaner process per run: the sweep's driver reaps the groups of dead trial actors
+            dropped = {"PlacementGroupCleanerCallback"}
+            if not getattr(self, "datasets", None):
+                dropped.add("DatasetsCallback")
+            return [c for c in super()._create_default_callbacks() if type(c).__name__ not in dropped]
 
         def _initialize_and_run_controller(self, **controller_init_kwargs: Any) -> Any:
             import asyncio
@@ -163,6 +160,42 @@ def lean_trainer_class() -> type:
             return False
 
     return LeanTorchTrainer
+
+
+@cache
+def _single_rank_backend() -> type:
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+
+    class SingleRankTorchBackend(_TorchBackend):
+        def on_start(self, worker_group: Any, backend_config: Any) -> None:
+            if len(worker_group) > 1:
+                super().on_start(worker_group, backend_config)
+                return
+            worker_group.execute(_set_torch_distributed_env_vars)  # RANK, LOCAL_RANK... as Ray sets them
+
+    return SingleRankTorchBackend
+
+
+def torch_config() -> Any:
+    """Ray Train's ``TorchConfig``, except that a run of one worker gets no process group.
+
+    Ray sets up a gloo (NCCL on GPU) group of world size 1 for a single worker: nothing is ever
+    exchanged in it, but its TCP loop thread wakes a hundred times a second on the CPU the
+    trial trains on. The training loop asks ``torch.distributed.is_initialized()`` before any
+    collective, and ``prepare_model`` / ``prepare_data_loader`` wrap nothing for one worker.
+    Groups of several ranks are set up exactly as Ray does.
+    """
+    from ray.train.torch import TorchConfig
+
+    backend = _single_rank_backend()
+
+    @dataclass
+    class SingleRankTorchConfig(TorchConfig):
+        @property
+        def backend_cls(self) -> type:
+            return backend
+
+    return SingleRankTorchConfig()
 
 
 def without_autoscaling_requests(policy: Any) -> Any:
@@ -270,6 +303,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             use_gpu=setup.gpus_per_worker > 0,  # NCCL backend on GPU, gloo on CPU
             resources_per_worker=resources,
         ),
+        torch_config=torch_config(),
         run_config=ray.train.RunConfig(
             name=train_run_name(trial_id),
             storage_path=setup.train_root,

@@ -6,27 +6,24 @@ imports (transformers, the model code) again in the new process, before a trial'
 With Tune's ``reuse_actors`` a trial actor runs several trials one after the other, so here a
 run that **finished cleanly** parks its workers and placement group in the trial actor
 (``reusable_worker_group``), and the next run of that actor with the same worker count and
-resources starts on them: same processes, imports done, a fresh train context, process group
-and synchronization actor per run as Ray Train makes them.
+resources starts on them: same processes, imports done, a fresh train context, synchronization
+actor and (for several ranks) process group per run, as Ray Train makes them.
 
 A run "finishes cleanly" when its training threads ended without error: at its end, when
 Tune stopped it at its last report (ASHA at ``max_t``), or when ASHA stopped it mid-run and the
 training loop ended at its next batch (``trainables.stopping``; the ranks of a DDP group agree
 on that batch). What is never reused: workers of a run that failed, workers that did not stop
 within ``RELEASE_BUDGET_S`` or whose actors died; a parked group that does not match the next
-run (it is released first). Ray's ``PlacementGroupCleaner`` is kept standing for the life
-of the trial actor (``standing_cleaner``) instead of one per run, so a parked placement group is
-still removed when the actor dies; the worker actors die with it (Ray fate-shares actors with
-their owner). The cleaner asks the GCS whether the actor lives (``gcs_cleaner``), not Ray's
-State API, which goes through the dashboard: the embedded Ray runs without one. Sweeps turn it
-on with Tune's ``reuse_actors`` (``TrialSetup.reuse_workers``); ``ORCHESTRATOR_REUSE_WORKERS=0``
-turns both off (every trial a new actor and new workers).
+run (it is released first). When the actor dies, its worker actors die with it (Ray fate-shares
+actors with their owner) and the driver removes the placement group it created, parked or not
+(``orchestrator.reaper``). Sweeps turn it on with Tune's ``reuse_actors``
+(``TrialSetup.reuse_workers``); ``ORCHESTRATOR_REUSE_WORKERS=0`` turns both off (every trial a
+new actor and new workers).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from dataclasses import dataclass, fields
@@ -39,8 +36,6 @@ __all__ = [
     "release_stopped_run",
     "reusable_worker_group",
     "reuse_enabled",
-    "standing_cleaner",
-    "start_cleaner",
 ]
 
 REUSE_ENV = "ORCHESTRATOR_REUSE_WORKERS"
@@ -55,7 +50,7 @@ class _Parked:
     workers: list  # ray.train.v2 Worker records, in world-rank order
 
 
-_state: dict[str, Any] = {"park": False, "parked": None, "cleaner": None}  # per process: one trial actor
+_state: dict[str, Any] = {"park": False, "parked": None}  # per process: one trial actor
 
 
 def reuse_enabled() -> bool:
@@ -65,7 +60,7 @@ def reuse_enabled() -> bool:
 
 def park_finished_runs(enabled: bool) -> None:
     """In a trial actor: park the workers of runs that finish cleanly. Only where Tune reuses
-    the actor (otherwise a parked group would wait for the cleaner to notice the actor died)."""
+    the actor (otherwise a parked group would wait for the actor to die)."""
     _state["park"] = enabled
     if not enabled:
         release_parked()
@@ -300,119 +295,3 @@ def reusable_worker_group() -> type:
             super().shutdown()
 
     return ReusableWorkerGroup
-
-
-@cache
-def standing_cleaner() -> type:
-    """``StandingCleaner``: Ray's placement-group cleaner callback, one cleaner per trial actor
-    (a ``gcs_cleaner``, started by ``start_cleaner``).
-
-    While runs are parked, it watches the trial actor (where the Train controller runs) and
-    removes the latest placement group registered with it when that actor dies, parked or
-    not; a group already removed is skipped, as Ray's cleaner does. Otherwise it is stopped at
-    the end of each run, as Ray stops its own.
-    """
-    import ray
-    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-
-    class StandingCleaner(PlacementGroupCleanerCallback):
-        def after_controller_start(self, train_run_context: Any) -> None:
-            self._controller_actor_id = ray.get_runtime_context().get_actor_id()
-            cleaner = _state["cleaner"]
-            if cleaner is not None:
-                try:
-                    ray.get(cleaner.start_monitoring.remote(), timeout=_ALIVE_TIMEOUT_S)
-                    self._cleaner = cleaner
-                    return
-                except Exception:  # gone: start another
-                    _state["cleaner"] = None
-            self._cleaner = start_cleaner(
-                self._controller_actor_id, self._check_interval_s, self._stop_timeout
-            )
-            _state["cleaner"] = self._cleaner
-
-        async def before_controller_shutdown(self) -> None:
-            self._keep_or_stop()
-
-        def before_controller_abort(self) -> None:
-            self._keep_or_stop()
-
-        def _keep_or_stop(self) -> None:
-            if _state["park"]:
-                self._cleaner = None  # keeps watching this actor, which may hold a parked group
-                return
-            _state["cleaner"] = None
-            self._stop_cleaner()  # as Ray does, when nothing is parked here
-
-    return StandingCleaner
-
-
-def start_cleaner(actor_id: str, check_interval_s: float, stop_timeout: float | None) -> Any:
-    """A detached ``gcs_cleaner`` actor on the head node, watching ``actor_id`` (as Ray starts
-    its own cleaner); None when it cannot be started (Ray logs the same and goes on)."""
-    import ray
-    from ray._common.constants import HEAD_NODE_RESOURCE_NAME
-
-    try:
-        cleaner = (
-            ray.remote(num_cpus=0)(gcs_cleaner())
-            .options(
-                lifetime="detached",
-                resources={HEAD_NODE_RESOURCE_NAME: 0.001},
-                scheduling_strategy="DEFAULT",  # not in the trial actor's placement group
-            )
-            .remote(actor_id, check_interval_s, _ALIVE_TIMEOUT_S, stop_timeout)
-        )
-        cleaner.start_monitoring.remote()
-        return cleaner
-    except Exception as exc:
-        logging.getLogger(__name__).warning("no placement-group cleaner for this trial actor: %s", exc)
-        return None
-
-
-def actor_alive(actor_id: str) -> bool:
-    """Whether the GCS knows the actor and it is not dead (a direct GCS query: no dashboard)."""
-    import ray
-
-    info = ray._private.state.actors(actor_id=actor_id)
-    return bool(info) and info.get("State") != "DEAD"
-
-
-@cache
-def gcs_cleaner() -> type:
-    """Ray Train's ``PlacementGroupCleaner`` with its liveness check asked of the GCS.
-
-    Ray's asks the State API, which needs the dashboard (without one it warns every second and
-    never cleans). The rest is Ray's: the latest registered group is removed, unless already
-    removed, when the watched actor dies; then the cleaner exits.
-    """
-    import queue
-
-    from ray.train.v2._internal.execution.controller.placement_group_cleaner import PlacementGroupCleaner
-
-    class GcsPlacementGroupCleaner(PlacementGroupCleaner):
-        _said = False  # that the GCS could not be asked (logged once)
-
-        def _monitor_loop(self) -> None:
-            group = None
-            while not self._stop_event.is_set():
-                with contextlib.suppress(queue.Empty):
-                    group = self._pg_queue.get(timeout=self._check_interval_s)
-                try:
-                    alive = actor_alive(self._controller_actor_id)
-                except Exception as exc:  # GCS briefly unreachable: ask again (said once)
-                    if not self._said:
-                        self._said = True
-                        logging.getLogger(__name__).warning(
-                            "cannot ask the GCS about the trial actor: %s", exc
-                        )
-                    continue
-                if not alive:
-                    while not self._pg_queue.empty():
-                        group = self._pg_queue.get_nowait()
-                    self._cleanup_placement_group(group)
-                    break
-            self._exit()
-            self._monitor_thread = None
-
-    return GcsPlacementGroupCleaner

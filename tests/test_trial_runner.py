@@ -20,16 +20,16 @@ def _trainer(cls, **kwargs):
     return cls(_noop, scaling_config=ray.train.ScalingConfig(num_workers=1), **kwargs)
 
 
-def test_lean_trainer_is_ray_trains_own_minus_the_dataset_actor():
+def test_lean_trainer_is_ray_trains_own_minus_the_dataset_actor_and_the_cleaner():
     lean = lean_trainer_class()
     assert issubclass(lean, TorchTrainer) and lean is not TorchTrainer  # the seam exists in this Ray
     plain, ours = _callback_names(_trainer(TorchTrainer)), _callback_names(_trainer(lean))
     assert "DatasetsCallback" in plain  # what Train V2 starts a DatasetManager actor for
-    assert "DatasetsCallback" not in ours
-    # everything else kept, in order; Ray's cleaner as one that can stand for the trial actor
-    kept = [n for n in plain if n != "DatasetsCallback"]
-    assert ["StandingCleaner" if n == "PlacementGroupCleanerCallback" else n for n in kept] == ours
-    assert "BackendSetupCallback" in ours and "PlacementGroupCleanerCallback" in plain
+    assert "PlacementGroupCleanerCallback" in plain  # ... and a PlacementGroupCleaner actor
+    # everything else kept, in order (the sweep's driver reaps the groups: orchestrator.reaper)
+    dropped = {"DatasetsCallback", "PlacementGroupCleanerCallback"}
+    assert [n for n in plain if n not in dropped] == ours
+    assert "BackendSetupCallback" in ours
 
 
 def test_lean_trainer_keeps_the_dataset_actor_when_given_datasets():
@@ -122,9 +122,10 @@ def _read(path: str) -> str:
 def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_queue_actor(tmp_path):
     """Real Tune + Train V2 with 2 workers: rank 0's reports and checkpoint paths reach Tune in
     order, a worker failure is retried by Train but running out of memory is not (the trial
-    fails at once with one line, also when Tune retries it), and the only actors are Tune's trial actor, the workers and
-    Train's helpers: no controller actor, no queue actor, no dataset manager, and on the embedded
-    one-machine Ray (as ``init_ray`` marks it) no autoscaling coordinator."""
+    fails at once with one line, also when Tune retries it), and the only actors are Tune's
+    trial actor, the workers and Train's synchronization actor: no controller actor, no queue
+    actor, no dataset manager, no placement-group cleaner, and on the embedded one-machine Ray
+    (as ``init_ray`` marks it) no autoscaling coordinator."""
     from ray import tune
 
     (tmp_path / "train").mkdir()
@@ -166,7 +167,13 @@ def test_lean_trial_reports_to_tune_retries_workers_and_starts_no_controller_or_
         assert all(_read(f"{p}/x") == str(e) for p, e in zip(history["checkpoint_path"], [0, 1], strict=True))
     assert (tmp_path / "failed-once").exists()
     assert classes.count("RayTrainWorker") == 3 * 2 + 2  # 3 trials x 2 workers, + the retried group
-    helpers = {"TrainController", "_QueueActor", "DatasetManager", "_AutoscalingCoordinatorActor"}
+    helpers = {
+        "TrainController",
+        "_QueueActor",
+        "DatasetManager",
+        "_AutoscalingCoordinatorActor",
+        "PlacementGroupCleaner",
+    }
     assert not helpers & set(classes), classes
 
 
